@@ -1,0 +1,221 @@
+//! `stasis`: the Stasis command line.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use stasis_runtime::template;
+
+/// Default data directory of the server and the CLI.
+const DEFAULT_DATA_DIR: &str = "/var/lib/stasis";
+
+#[derive(Parser)]
+#[command(
+    name = "stasis",
+    version,
+    about = "Self-hosted sandboxes with full-state pause and resume"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Kill every sandbox in a data dir and remove what interrupted runs left behind.
+    Gc {
+        #[arg(long, env = "STASIS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Build and list sandbox templates.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCmd,
+    },
+}
+
+/// Host networking of the sandboxes.
+#[derive(clap::Args)]
+struct NetArgs {
+    /// Bridge the sandboxes attach to.
+    #[arg(long, default_value = "stasis0")]
+    bridge: String,
+    /// Sandbox subnet (CIDR).
+    #[arg(long, default_value = "10.248.0.0/16")]
+    subnet: String,
+}
+
+impl NetArgs {
+    fn config(&self) -> Result<stasis_runtime::NetworkConfig> {
+        let (addr, prefix) = self.subnet.split_once('/').with_context(|| {
+            format!("--subnet {:?} is not in CIDR form (a.b.c.d/n)", self.subnet)
+        })?;
+        let cfg = stasis_runtime::NetworkConfig {
+            bridge: self.bridge.clone(),
+            subnet: addr
+                .parse()
+                .with_context(|| format!("bad subnet address {addr:?}"))?,
+            prefix: prefix
+                .parse()
+                .with_context(|| format!("bad prefix length {prefix:?}"))?,
+        };
+        cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(cfg)
+    }
+}
+
+/// The runtime for `data_dir`, with the hook binary installed next to this executable.
+fn open_runtime(data_dir: &std::path::Path, net: &NetArgs) -> Result<stasis_runtime::RuncRuntime> {
+    let exe = std::env::current_exe().context("locating the stasis executable")?;
+    let hook = exe.with_file_name("stasis-netns-hook");
+    let mut cfg = stasis_runtime::RuntimeConfig::new(data_dir, hook);
+    cfg.network = net.config()?;
+    Ok(stasis_runtime::RuncRuntime::new(cfg)?)
+}
+
+#[derive(Subcommand)]
+enum TemplateCmd {
+    /// Build a template's root filesystem (skipped when the recipe is unchanged).
+    Build {
+        /// Template name: base (alias: default).
+        name: String,
+        #[arg(long, env = "STASIS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Debian mirror (default: the one in the host's apt sources).
+        #[arg(long)]
+        mirror: Option<String>,
+    },
+    /// List the templates this build knows and whether they are built.
+    List {
+        #[arg(long, env = "STASIS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Gc { data_dir, net } => gc(&data_dir, &net),
+        Cmd::Template { command } => match command {
+            TemplateCmd::Build {
+                name,
+                data_dir,
+                mirror,
+            } => build_template(&name, &data_dir, mirror),
+            TemplateCmd::List { data_dir, json } => list_templates(&data_dir, json),
+        },
+    }
+}
+
+fn build_template(name: &str, data_dir: &std::path::Path, mirror: Option<String>) -> Result<()> {
+    let Some(recipe) = template::recipe(name) else {
+        let known: Vec<&str> = template::RECIPES.iter().map(|r| r.name).collect();
+        bail!(
+            "unknown template {name:?}; known templates: {}",
+            known.join(", ")
+        );
+    };
+    let mirror = match mirror.or_else(template::detect_mirror) {
+        Some(m) => m,
+        None => bail!("no Debian mirror found in /etc/apt; pass --mirror URL"),
+    };
+    let started = Instant::now();
+    let mut step = 0usize;
+    let outcome = template::build(data_dir, recipe, &mirror, &mut |line| {
+        step += 1;
+        eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
+    })
+    .with_context(|| format!("building template {}", recipe.name))?;
+    match outcome {
+        template::Outcome::Cached { rootfs } => {
+            eprintln!(
+                "template {} is up to date ({})",
+                recipe.name,
+                rootfs.display()
+            )
+        }
+        template::Outcome::Built { rootfs } => eprintln!(
+            "template {} built in {:.0}s ({} steps) at {}",
+            recipe.name,
+            started.elapsed().as_secs_f64(),
+            step,
+            rootfs.display()
+        ),
+    }
+    Ok(())
+}
+
+fn list_templates(data_dir: &std::path::Path, json: bool) -> Result<()> {
+    let rows: Vec<serde_json::Value> = template::RECIPES
+        .iter()
+        .map(|r| {
+            let name: stasis_types::TemplateName = r.name.parse().expect("recipe names are valid");
+            let built = template::rootfs_path(data_dir, &name).exists();
+            serde_json::json!({"name": r.name, "aliases": r.aliases, "built": built, "stamp": r.stamp()})
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{:<24} {:<8} {:<18} ALIASES", "NAME", "BUILT", "RECIPE");
+        for r in &rows {
+            println!(
+                "{:<24} {:<8} {:<18} {}",
+                r["name"].as_str().unwrap_or(""),
+                if r["built"].as_bool().unwrap_or(false) {
+                    "yes"
+                } else {
+                    "no"
+                },
+                r["stamp"].as_str().unwrap_or(""),
+                r["aliases"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn gc(data_dir: &std::path::Path, net: &NetArgs) -> Result<()> {
+    use stasis_runtime::Runtime;
+    if !data_dir.exists() {
+        eprintln!("nothing to clean: {} does not exist", data_dir.display());
+        return Ok(());
+    }
+    let rt = open_runtime(data_dir, net)?;
+    let all = rt.adopt()?;
+    let mut failed = 0;
+    for s in &all {
+        if let Err(e) = rt.kill(&s.spec.id) {
+            failed += 1;
+            eprintln!("could not remove sandbox {}: {e:#}", s.spec.id);
+        }
+    }
+    eprintln!(
+        "removed {} sandbox(es) from {}",
+        all.len() - failed,
+        data_dir.display()
+    );
+    if failed > 0 {
+        bail!("{failed} sandbox(es) could not be removed");
+    }
+    Ok(())
+}

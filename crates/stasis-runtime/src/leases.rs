@@ -1,0 +1,161 @@
+//! Host-wide leases on shared numbered resources (sandbox addresses on a bridge, uid
+//! ranges), so that runtimes with different data dirs on one host never hand out the
+//! same one.
+//!
+//! A lease is a file `<leases dir>/<pool>/<key>` created with `O_EXCL`, holding its owner
+//! (data dir and sandbox id). A lease whose owner's sandbox directory no longer exists is
+//! stale and may be taken over.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use stasis_types::SandboxId;
+
+use crate::error::Cause;
+
+/// Who holds a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub data_dir: PathBuf,
+    pub id: SandboxId,
+}
+
+impl Owner {
+    fn encode(&self) -> String {
+        format!("{}\n{}\n", self.data_dir.display(), self.id)
+    }
+
+    fn decode(s: &str) -> Option<Owner> {
+        let mut lines = s.lines();
+        let data_dir = PathBuf::from(lines.next()?);
+        let id = lines.next()?.parse().ok()?;
+        Some(Owner { data_dir, id })
+    }
+
+    fn is_live(&self) -> bool {
+        self.data_dir
+            .join("sandboxes")
+            .join(self.id.as_str())
+            .is_dir()
+    }
+}
+
+/// One pool of leases.
+#[derive(Debug, Clone)]
+pub(crate) struct LeasePool {
+    dir: PathBuf,
+}
+
+impl LeasePool {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+
+    /// Takes the lease `key` for `owner`. True if it is now held by `owner`.
+    pub fn try_acquire(&self, key: &str, owner: &Owner) -> Result<bool, Cause> {
+        fs::create_dir_all(&self.dir).map_err(Cause::io(&self.dir))?;
+        let path = self.path(key);
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                f.write_all(owner.encode().as_bytes())
+                    .map_err(Cause::io(&path))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let holder = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| Owner::decode(&s));
+                match holder {
+                    Some(h) if &h == owner => Ok(true),
+                    Some(h) if h.is_live() => Ok(false),
+                    _ => {
+                        // Stale: replace it atomically.
+                        let tmp = self.dir.join(format!(".{key}.{}", std::process::id()));
+                        fs::write(&tmp, owner.encode()).map_err(Cause::io(&tmp))?;
+                        fs::rename(&tmp, &path).map_err(Cause::io(&path))?;
+                        Ok(true)
+                    }
+                }
+            }
+            Err(e) => Err(Cause::io(&path)(e)),
+        }
+    }
+
+    /// Gives the lease back if `owner` holds it.
+    pub fn release(&self, key: &str, owner: &Owner) {
+        let path = self.path(key);
+        let held = fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| Owner::decode(&s))
+            .is_some_and(|h| &h == owner);
+        if held {
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// Takes the first free key from `candidates`.
+    pub fn acquire_first(
+        &self,
+        candidates: impl Iterator<Item = String>,
+        owner: &Owner,
+    ) -> Result<Option<String>, Cause> {
+        for key in candidates {
+            if self.try_acquire(&key, owner)? {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The default host-wide leases directory.
+pub(crate) fn default_dir() -> &'static Path {
+    Path::new("/run/stasis/leases")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_exclusive_and_stale_ones_are_reclaimed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let pool = LeasePool::new(tmp.path().join("leases"));
+        let a = Owner {
+            data_dir: data.clone(),
+            id: "a".parse().unwrap(),
+        };
+        let b = Owner {
+            data_dir: data.clone(),
+            id: "b".parse().unwrap(),
+        };
+        fs::create_dir_all(data.join("sandboxes/a")).unwrap();
+        fs::create_dir_all(data.join("sandboxes/b")).unwrap();
+        assert!(pool.try_acquire("5", &a).unwrap());
+        assert!(
+            pool.try_acquire("5", &a).unwrap(),
+            "re-acquire by the holder"
+        );
+        assert!(!pool.try_acquire("5", &b).unwrap());
+        let got = pool
+            .acquire_first(["5", "6"].into_iter().map(String::from), &b)
+            .unwrap();
+        assert_eq!(got.as_deref(), Some("6"));
+        // a's sandbox disappears: its lease is stale.
+        fs::remove_dir_all(data.join("sandboxes/a")).unwrap();
+        assert!(pool.try_acquire("5", &b).unwrap());
+        pool.release("5", &a);
+        assert!(
+            tmp.path().join("leases/5").exists(),
+            "release by a non-holder"
+        );
+        pool.release("5", &b);
+        assert!(!tmp.path().join("leases/5").exists());
+    }
+}

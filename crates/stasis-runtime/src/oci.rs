@@ -1,0 +1,203 @@
+//! The OCI bundle config of a sandbox, generated from its record.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, HookBuilder, HooksBuilder, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceCgroupBuilder, LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use crate::error::Cause;
+use crate::idmap::RANGE;
+use crate::net::HookParams;
+use crate::seccomp;
+use crate::spec::Record;
+
+/// Annotation naming the CRIU configuration file (read by runc at checkpoint and restore).
+pub const CRIU_CONFIG_ANNOTATION: &str = "org.criu.config";
+
+/// Where the agent binary appears inside the sandbox.
+pub const AGENT_DIR: &str = "/usr/local/bin";
+
+/// The capabilities of processes in a sandbox: Docker's default set without NET_RAW.
+/// (runc's own defaults — three capabilities — would leave root in the sandbox unable
+/// to chown files or switch users, which every template needs.)
+pub const CAPABILITIES: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// CRIU options for a sandbox's own pause and resume. `tcp-established` keeps
+/// connections inside the sandbox (e.g. loopback between an agent and a kernel) across
+/// a pause; the host's proxy closes its own connections before pausing.
+pub const CRIU_CONF: &str = "tcp-established\nfile-locks\nghost-limit 256M\n";
+
+/// CRIU options for restoring forks: a fork has a new address, so connections are
+/// restored closed.
+pub const CRIU_CONF_FORK: &str = "tcp-close\nfile-locks\nghost-limit 256M\n";
+
+/// The inputs of [`build`] that are not in the record.
+pub(crate) struct BundleInputs<'a> {
+    pub record: &'a Record,
+    pub net: &'a HookParams,
+    pub hook_binary: &'a Path,
+    pub criu_conf: &'a Path,
+}
+
+/// Open files allowed in a sandbox: 65536, or less if the host's own hard limit is lower
+/// (a user namespace cannot raise it).
+fn nofile_limit() -> u64 {
+    let host = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX);
+    host.min(65536)
+}
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
+/// The sandbox's config.json.
+pub(crate) fn build(inp: &BundleInputs<'_>) -> Result<Spec, Cause> {
+    let rec = inp.record;
+    let spec = &rec.spec;
+    let agent_name = rec
+        .agent_path
+        .file_name()
+        .ok_or_else(|| Cause::Invalid("agent path has no file name".into()))?
+        .to_string_lossy()
+        .into_owned();
+    let agent_in_sandbox = format!("{AGENT_DIR}/{agent_name}");
+
+    let caps: oci_spec::runtime::Capabilities = CAPABILITIES.iter().copied().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()?;
+    let mut args = vec![agent_in_sandbox.clone()];
+    args.extend(spec.agent.args.iter().cloned());
+    let mut env = vec![
+        s("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        s("HOME=/root"),
+        s("TERM=xterm"),
+    ];
+    env.extend(spec.agent.env.iter().cloned());
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+        .args(args)
+        .env(env)
+        .cwd(PathBuf::from("/"))
+        .no_new_privileges(true)
+        .capabilities(capabilities)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(nofile_limit())
+            .soft(nofile_limit())
+            .build()?])
+        .build()?;
+
+    let mut mounts = oci_spec::runtime::get_default_mounts();
+    mounts.push(
+        MountBuilder::default()
+            .destination(PathBuf::from(&agent_in_sandbox))
+            .typ(s("bind"))
+            .source(rec.agent_path.clone())
+            .options(vec![s("bind"), s("ro"), s("nosuid"), s("nodev")])
+            .build()?,
+    );
+
+    let id_map = |base: u32| {
+        LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(base)
+            .size(RANGE)
+            .build()
+    };
+    let r = spec.resources;
+    let period: u64 = 100_000;
+    let resources = LinuxResourcesBuilder::default()
+        .devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access(s("rwm"))
+            .build()?])
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(r.memory_bytes as i64)
+                .swap(r.memory_bytes as i64)
+                .build()?,
+        )
+        .cpu(
+            LinuxCpuBuilder::default()
+                .period(period)
+                .quota(r.cpu_millis as i64 * period as i64 / 1000)
+                .build()?,
+        )
+        .pids(LinuxPidsBuilder::default().limit(r.pids as i64).build()?)
+        .build()?;
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::User,
+    ]
+    .into_iter()
+    .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+    .collect::<Result<Vec<_>, _>>()?;
+    let linux = LinuxBuilder::default()
+        .uid_mappings(vec![id_map(rec.uid_base)?])
+        .gid_mappings(vec![id_map(rec.uid_base)?])
+        .namespaces(namespaces)
+        .cgroups_path(PathBuf::from(format!("/stasis/{}", spec.id)))
+        .resources(resources)
+        .masked_paths(oci_spec::runtime::get_default_maskedpaths())
+        .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
+        .seccomp(seccomp::default_profile()?)
+        .build()?;
+
+    let hooks = HooksBuilder::default()
+        .prestart(vec![HookBuilder::default()
+            .path(inp.hook_binary.to_owned())
+            .args(vec![s("stasis-netns-hook")])
+            .timeout(30i64)
+            .build()?])
+        .build()?;
+    let mut annotations: HashMap<String, String> = inp.net.annotations().into_iter().collect();
+    annotations.insert(
+        CRIU_CONFIG_ANNOTATION.into(),
+        inp.criu_conf.to_string_lossy().into_owned(),
+    );
+
+    Ok(SpecBuilder::default()
+        .version(s("1.0.2-dev"))
+        .root(
+            RootBuilder::default()
+                .path(PathBuf::from("rootfs"))
+                .readonly(false)
+                .build()?,
+        )
+        .hostname(spec.hostname.clone())
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .hooks(hooks)
+        .annotations(annotations)
+        .build()?)
+}

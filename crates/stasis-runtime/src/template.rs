@@ -1,0 +1,304 @@
+//! Template root filesystems, built with debootstrap.
+//!
+//! A template is built into `templates/<name>/<stamp>/rootfs` and published by pointing
+//! the symlink `templates/<name>/rootfs` at it. The stamp is a hash of the recipe, so a
+//! build is skipped when the recipe has not changed, and a rebuild never pulls the lower
+//! layer from under existing sandboxes: each sandbox records the version it was made
+//! from.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use stasis_types::TemplateName;
+
+use crate::cmd;
+use crate::error::Cause;
+
+/// Bump when the build steps change in a way the recipe fields do not show.
+const BUILD_STEPS_VERSION: u32 = 1;
+
+/// How to build one template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipe {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub suite: &'static str,
+    /// Debian packages on top of minbase.
+    pub packages: &'static [&'static str],
+    /// Python packages installed with pip into the system Python.
+    pub pip: &'static [&'static str],
+    /// The unprivileged user (uid 1000, passwordless sudo), as in E2B's templates.
+    pub user: &'static str,
+}
+
+/// The default template.
+pub const BASE: Recipe = Recipe {
+    name: "base",
+    aliases: &["default"],
+    suite: "bookworm",
+    packages: &[
+        "bash",
+        "coreutils",
+        "procps",
+        "iproute2",
+        "ca-certificates",
+        "curl",
+        "git",
+        "python3",
+        "python3-pip",
+        "sudo",
+    ],
+    pip: &[],
+    user: "user",
+};
+
+/// Every template this build knows how to make.
+pub const RECIPES: &[Recipe] = &[BASE];
+
+/// The recipe for `name` or one of its aliases.
+pub fn recipe(name: &str) -> Option<&'static Recipe> {
+    RECIPES
+        .iter()
+        .find(|r| r.name == name || r.aliases.contains(&name))
+}
+
+impl Recipe {
+    /// A short hash of everything that determines the result.
+    pub fn stamp(&self) -> String {
+        let text = format!(
+            "v{BUILD_STEPS_VERSION}\n{}\n{}\n{}\n{}\n{}\n",
+            self.name,
+            self.suite,
+            self.packages.join(","),
+            self.pip.join(","),
+            self.user
+        );
+        blake3::hash(text.as_bytes()).to_hex()[..16].to_owned()
+    }
+}
+
+/// What [`build`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The current build matches the recipe.
+    Cached {
+        rootfs: PathBuf,
+    },
+    Built {
+        rootfs: PathBuf,
+    },
+}
+
+/// The Debian mirror the host's apt uses (deb822 `.sources` or one-line format).
+pub fn detect_mirror() -> Option<String> {
+    let mut texts = Vec::new();
+    if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
+        for e in rd.flatten() {
+            if e.path()
+                .extension()
+                .is_some_and(|x| x == "sources" || x == "list")
+            {
+                texts.push(fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    texts.push(fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
+    for t in &texts {
+        for line in t.lines().map(str::trim) {
+            let uri = if let Some(rest) = line.strip_prefix("URIs:") {
+                rest.split_whitespace().next()
+            } else if let Some(rest) = line.strip_prefix("deb ") {
+                rest.split_whitespace().find(|w| w.contains("://"))
+            } else {
+                None
+            };
+            if let Some(u) = uri {
+                if u.contains("debian") && !u.contains("security") {
+                    return Some(u.to_owned());
+                }
+            }
+        }
+    }
+    None
+}
+
+fn templates_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("templates").join(name)
+}
+
+/// The published rootfs of a template (the symlink), whether or not it exists.
+pub fn rootfs_path(data_dir: &Path, name: &TemplateName) -> PathBuf {
+    templates_dir(data_dir, name.as_str()).join("rootfs")
+}
+
+fn chroot(root: &Path, args: &[&str]) -> Result<(), Cause> {
+    let mut c = Command::new("chroot");
+    c.arg(root)
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    cmd::run(c).map(drop)
+}
+
+/// Builds `recipe` under `data_dir` unless the current build matches it. `progress`
+/// receives one line per step (debootstrap's own progress included).
+pub fn build(
+    data_dir: &Path,
+    recipe: &Recipe,
+    mirror: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Outcome, Cause> {
+    let stamp = recipe.stamp();
+    let dir = templates_dir(data_dir, recipe.name);
+    let version = dir.join(&stamp);
+    let rootfs = version.join("rootfs");
+    let link = dir.join("rootfs");
+    if version.join("complete").exists()
+        && fs::read_link(&link).ok() == Some(PathBuf::from(format!("{stamp}/rootfs")))
+    {
+        return Ok(Outcome::Cached { rootfs: link });
+    }
+    fs::create_dir_all(&dir).map_err(Cause::io(&dir))?;
+    if version.exists() {
+        fs::remove_dir_all(&version).map_err(Cause::io(&version))?;
+    }
+    fs::create_dir_all(&version).map_err(Cause::io(&version))?;
+    progress(&format!(
+        "debootstrap {} (minbase + {} packages) from {mirror}",
+        recipe.suite,
+        recipe.packages.len()
+    ));
+    let mut c = Command::new("debootstrap");
+    c.arg("--variant=minbase")
+        .arg(format!("--include={}", recipe.packages.join(",")))
+        .arg(recipe.suite)
+        .arg(&rootfs)
+        .arg(mirror)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().map_err(|source| Cause::Spawn {
+        program: "debootstrap".into(),
+        source,
+    })?;
+    let stderr = child.stderr.take();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+        }
+        s
+    });
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            progress(line.trim());
+        }
+    }
+    let status = child.wait().map_err(|source| Cause::Spawn {
+        program: "debootstrap".into(),
+        source,
+    })?;
+    let err_text = err_reader.join().unwrap_or_default();
+    if !status.success() {
+        let log = rootfs.join("debootstrap/debootstrap.log");
+        let log_tail = fs::read_to_string(&log)
+            .map(|t| t.lines().rev().take(10).collect::<Vec<_>>().join(" | "))
+            .unwrap_or_default();
+        return Err(Cause::Command {
+            program: "debootstrap".into(),
+            args: format!("{} {}", recipe.suite, rootfs.display()),
+            status: status.to_string(),
+            stderr: format!("{err_text} {log_tail}"),
+        });
+    }
+    progress(&format!(
+        "adding user {} (uid 1000, passwordless sudo)",
+        recipe.user
+    ));
+    chroot(
+        &rootfs,
+        &[
+            "useradd",
+            "--create-home",
+            "--uid",
+            "1000",
+            "--user-group",
+            "--shell",
+            "/bin/bash",
+            recipe.user,
+        ],
+    )?;
+    let sudoers = rootfs.join("etc/sudoers.d/90-stasis-user");
+    fs::write(
+        &sudoers,
+        format!("{} ALL=(ALL:ALL) NOPASSWD:ALL\n", recipe.user),
+    )
+    .map_err(Cause::io(&sudoers))?;
+    fs::set_permissions(&sudoers, fs::Permissions::from_mode(0o440))
+        .map_err(Cause::io(&sudoers))?;
+    let hosts = rootfs.join("etc/hosts");
+    fs::write(
+        &hosts,
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )
+    .map_err(Cause::io(&hosts))?;
+    if !recipe.pip.is_empty() {
+        progress(&format!("pip install {}", recipe.pip.join(" ")));
+        let mut args = vec![
+            "python3",
+            "-m",
+            "pip",
+            "install",
+            "--no-cache-dir",
+            "--break-system-packages",
+        ];
+        args.extend(recipe.pip.iter().copied());
+        chroot(&rootfs, &args)?;
+    }
+    progress("cleaning package caches");
+    for d in ["var/cache/apt/archives", "var/lib/apt/lists"] {
+        let p = rootfs.join(d);
+        if let Ok(rd) = fs::read_dir(&p) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+    let complete = version.join("complete");
+    fs::write(&complete, recipe.stamp()).map_err(Cause::io(&complete))?;
+    // Publish atomically: a new symlink renamed over the old one.
+    let tmp_link = dir.join(".rootfs.tmp");
+    let _ = fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(format!("{stamp}/rootfs"), &tmp_link)
+        .map_err(Cause::io(&tmp_link))?;
+    fs::rename(&tmp_link, &link).map_err(Cause::io(&link))?;
+    progress(&format!("template {} ready ({stamp})", recipe.name));
+    Ok(Outcome::Built { rootfs: link })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipes_resolve_and_stamps_track_content() {
+        assert_eq!(recipe("base").unwrap().name, "base");
+        assert_eq!(recipe("default").unwrap().name, "base");
+        assert!(recipe("nope").is_none());
+        let mut changed = BASE.clone();
+        changed.packages = &["bash"];
+        assert_ne!(BASE.stamp(), changed.stamp());
+        assert_eq!(BASE.stamp(), BASE.clone().stamp());
+    }
+
+    #[test]
+    fn finds_the_hosts_mirror() {
+        // Every supported host has apt sources naming a Debian mirror.
+        let m = detect_mirror().expect("a Debian mirror in /etc/apt");
+        assert!(m.contains("://"), "{m}");
+    }
+}

@@ -1,0 +1,185 @@
+//! Shared harness of the runtime's end-to-end tests: a real runc + CRIU runtime on a
+//! test data dir and bridge, a Python workload inside each sandbox that answers JSON
+//! over TCP, and guards that kill sandboxes even when a test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use stasis_runtime::{
+    AgentSpec, NetworkConfig, RuncRuntime, Runtime, RuntimeConfig, RuntimeError, SandboxInfo,
+    SandboxSpec,
+};
+use stasis_types::{Resources, SandboxId};
+
+pub const WORKLOAD: &str = include_str!("workload.py");
+
+/// The data dir of the tests (`STASIS_TEST_DATA_DIR`, default `/var/lib/stasis-test`).
+/// `scripts/test.sh` builds the `base` template there first.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("STASIS_TEST_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/stasis-test"))
+}
+
+pub fn config() -> RuntimeConfig {
+    let mut cfg = RuntimeConfig::new(data_dir(), env!("CARGO_BIN_EXE_stasis-netns-hook"));
+    cfg.network = NetworkConfig {
+        bridge: "stasist0".into(),
+        subnet: Ipv4Addr::new(10, 249, 0, 0),
+        prefix: 16,
+    };
+    cfg
+}
+
+/// One runtime per test binary.
+pub fn runtime() -> Arc<RuncRuntime> {
+    static RT: OnceLock<Arc<RuncRuntime>> = OnceLock::new();
+    RT.get_or_init(|| {
+        let rt = RuncRuntime::new(config()).expect("runtime");
+        let base = rt.template_rootfs(&"base".parse().unwrap());
+        assert!(
+            base.exists(),
+            "template `base` missing at {}: run scripts/test.sh, or \
+             `stasis template build base --data-dir {}`",
+            base.display(),
+            data_dir().display()
+        );
+        Arc::new(rt)
+    })
+    .clone()
+}
+
+/// A sandbox that is killed when the guard drops (also when the test panics).
+pub struct Guard {
+    pub rt: Arc<RuncRuntime>,
+    pub info: SandboxInfo,
+}
+
+impl Guard {
+    pub fn id(&self) -> &SandboxId {
+        &self.info.spec.id
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((self.info.address, 8080))
+    }
+
+    pub fn ask(&self, req: Value) -> Value {
+        ask(self.addr(), &req)
+    }
+
+    /// Waits until the workload answers.
+    pub fn ready(&self) -> Value {
+        wait_ready(self.addr())
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        match self.rt.kill(self.id()) {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => eprintln!("cleanup of {} failed: {e:?}", self.id()),
+        }
+    }
+}
+
+pub fn spec_with(resources: Resources) -> SandboxSpec {
+    let mut spec = SandboxSpec::new(
+        SandboxId::generate(),
+        "base".parse().unwrap(),
+        AgentSpec {
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_stasis-mini-init")),
+            args: vec!["python3".into(), "-c".into(), WORKLOAD.into()],
+            env: vec![],
+        },
+    );
+    spec.resources = resources;
+    spec
+}
+
+/// Creates a sandbox running the workload and waits for it to answer.
+pub fn create_with(rt: &Arc<RuncRuntime>, resources: Resources) -> Guard {
+    let info = rt.create(spec_with(resources)).expect("create");
+    let g = Guard {
+        rt: rt.clone(),
+        info,
+    };
+    g.ready();
+    g
+}
+
+pub fn create(rt: &Arc<RuncRuntime>) -> Guard {
+    create_with(rt, Resources::default())
+}
+
+pub fn try_ask(addr: SocketAddr, req: &Value) -> std::io::Result<Value> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.write_all(format!("{req}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(|e| std::io::Error::other(format!("{e}: {line:?}")))
+}
+
+pub fn ask(addr: SocketAddr, req: &Value) -> Value {
+    try_ask(addr, req).unwrap_or_else(|e| panic!("{addr} did not answer {req}: {e}"))
+}
+
+/// Polls until the workload at `addr` answers, for at most 30 s.
+pub fn wait_ready(addr: SocketAddr) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_ask(addr, &json!({"op": "get"})) {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("{addr} never answered: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Polls `f` until it returns true, for at most `secs` seconds.
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every trace a sandbox can leave on the host, as human-readable findings.
+pub fn traces_of(id: &SandboxId) -> Vec<String> {
+    let mut found = Vec::new();
+    let dd = data_dir();
+    for p in [
+        dd.join("sandboxes").join(id.as_str()),
+        dd.join("snapshots").join(id.as_str()),
+        dd.join("runc").join(id.as_str()),
+    ] {
+        if p.exists() {
+            found.push(format!("path {}", p.display()));
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for l in mounts.lines().filter(|l| l.contains(id.as_str())) {
+        found.push(format!("mount {l}"));
+    }
+    let veth = stasis_runtime::net::host_if_name(id);
+    if std::path::Path::new("/sys/class/net").join(&veth).exists() {
+        found.push(format!("link {veth}"));
+    }
+    for ctl in ["memory", "pids", "cpu", "freezer", "unified"] {
+        let p = PathBuf::from("/sys/fs/cgroup")
+            .join(ctl)
+            .join("stasis")
+            .join(id.as_str());
+        if p.exists() {
+            found.push(format!("cgroup {}", p.display()));
+        }
+    }
+    found
+}

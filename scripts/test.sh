@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sets up the host and runs every test: formatting, lints, unit tests, and the
+# end-to-end tests against real runc, CRIU and sandboxes. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export STASIS_TEST_DATA_DIR="${STASIS_TEST_DATA_DIR:-/var/lib/stasis-test}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+STASIS_SETUP_TEST=1 scripts/setup.sh
+
+command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain from rust-toolchain.toml)" >&2; exit 1; }
+
+echo "== build"
+cargo build --workspace --all-targets --locked
+
+echo "== template base (cached after the first build)"
+./target/debug/stasis template build base --data-dir "$STASIS_TEST_DATA_DIR"
+
+gc() {
+  ./target/debug/stasis gc --data-dir "$STASIS_TEST_DATA_DIR" --bridge stasist0 --subnet 10.249.0.0/16
+}
+echo "== clean up what an interrupted earlier run left"
+gc
+
+echo "== fmt and clippy"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== tests"
+status=0
+cargo test --workspace --locked -- --test-threads=2 || status=$?
+
+echo "== leftovers"
+gc
+exit "$status"
