@@ -18,6 +18,13 @@ echo "== template base (cached after the first build)"
 ./target/debug/stasis template build base --data-dir "$STASIS_TEST_DATA_DIR"
 
 gc() {
+  local d
+  # Per-test data dirs of the server and runtime tests, left by an interrupted run.
+  for d in "$STASIS_TEST_DATA_DIR"/servers/* "$STASIS_TEST_DATA_DIR"/private/*; do
+    [ -d "$d" ] || continue
+    ./target/debug/stasis gc --data-dir "$d" --bridge stasist0 --subnet 10.249.0.0/16
+    rm -rf "$d"
+  done
   ./target/debug/stasis gc --data-dir "$STASIS_TEST_DATA_DIR" --bridge stasist0 --subnet 10.249.0.0/16
 }
 echo "== clean up what an interrupted earlier run left"

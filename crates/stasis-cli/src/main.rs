@@ -24,6 +24,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the server: the E2B-compatible control API and the sandbox proxy on one
+    /// listener.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "STASIS_LISTEN", default_value = "127.0.0.1:3000")]
+        listen: std::net::SocketAddr,
+        #[arg(long, env = "STASIS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// API key clients must send (default: generated on first start and kept in the
+        /// data dir; `stasis api-key` prints it).
+        #[arg(long, env = "STASIS_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Refuse outbound internet access to every sandbox.
+        #[arg(long)]
+        no_internet: bool,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Print the server's API key.
+    ApiKey {
+        #[arg(long, env = "STASIS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
     /// Kill every sandbox in a data dir and remove what interrupted runs left behind.
     Gc {
         #[arg(long, env = "STASIS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -107,6 +130,25 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Cmd::Serve {
+            listen,
+            data_dir,
+            api_key,
+            no_internet,
+            net,
+        } => serve(listen, data_dir, api_key, !no_internet, &net),
+        Cmd::ApiKey { data_dir } => match stasis_server::keys::load(&data_dir)
+            .with_context(|| format!("reading the key in {}", data_dir.display()))?
+        {
+            Some(k) => {
+                println!("{k}");
+                Ok(())
+            }
+            None => bail!(
+                "no API key in {}: start the server once (`stasis serve`) to generate it",
+                data_dir.display()
+            ),
+        },
         Cmd::Gc { data_dir, net } => gc(&data_dir, &net),
         Cmd::Template { command } => match command {
             TemplateCmd::Build {
@@ -218,4 +260,57 @@ fn gc(data_dir: &std::path::Path, net: &NetArgs) -> Result<()> {
         bail!("{failed} sandbox(es) could not be removed");
     }
     Ok(())
+}
+
+fn serve(
+    listen: std::net::SocketAddr,
+    data_dir: PathBuf,
+    api_key: Option<String>,
+    allow_internet: bool,
+    net: &NetArgs,
+) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let api_key = match api_key {
+        Some(k) => k,
+        None => stasis_server::keys::load_or_create(&data_dir)
+            .with_context(|| format!("creating the API key in {}", data_dir.display()))?,
+    };
+    if !stasis_server::keys::is_sdk_compatible(&api_key) {
+        eprintln!("warning: some E2B SDK versions only accept keys of the form e2b_<hex>");
+    }
+    let exe = std::env::current_exe().context("locating the stasis executable")?;
+    let exe_dir = exe.parent().context("the executable has no directory")?;
+    let mut cfg = stasis_server::ServerConfig::new(&data_dir, api_key.clone(), exe_dir);
+    cfg.network = net.config()?;
+    cfg.allow_internet = allow_internet;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let server = stasis_server::Server::start(cfg).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        eprintln!("stasis is serving on {url}");
+        eprintln!("  export E2B_API_URL={url} E2B_SANDBOX_URL={url} E2B_API_KEY={api_key}");
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("shutting down; sandboxes keep running and are adopted at the next start");
+        };
+        server.serve(listener, shutdown).await?;
+        Ok::<_, anyhow::Error>(())
+    })
 }

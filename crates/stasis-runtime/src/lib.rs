@@ -67,4 +67,7 @@ pub trait Runtime: Send + Sync {
     fn list(&self) -> Result<Vec<SandboxInfo>>;
     /// Resource usage of a running sandbox.
     fn stats(&self, id: &SandboxId) -> Result<Stats>;
+    /// Finishes or rolls back what an earlier process left half done, then reports every
+    /// sandbox. Called once at start, before anything else.
+    fn adopt(&self) -> Result<Vec<SandboxInfo>>;
 }

@@ -68,6 +68,8 @@ impl RuntimeConfig {
 
 /// The runc + CRIU runtime.
 pub struct RuncRuntime {
+    /// Held for the runtime's lifetime: one runtime per data dir.
+    _lock: File,
     cfg: RuntimeConfig,
     layout: Layout,
     runc: Runc,
@@ -136,6 +138,46 @@ fn remove_dir_all_if_exists(path: &Path) -> Result<(), Cause> {
     }
 }
 
+/// Takes the data dir's lock, waiting up to 10 s for a previous owner (for example a
+/// server that is shutting down in the same process) to let go.
+fn lock_data_dir(path: &Path) -> Result<File, Cause> {
+    use rustix::fs::{flock, FlockOperation};
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(path)
+        .map_err(Cause::io(path))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                let _ = f.set_len(0);
+                let _ = (&f).write_all(format!("{}\n", std::process::id()).as_bytes());
+                return Ok(f);
+            }
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                let holder = fs::read_to_string(path).unwrap_or_default();
+                return Err(Cause::Invalid(format!(
+                    "the data dir is in use by another runtime (process {}); \
+                     only one server may use a data dir at a time",
+                    holder.trim()
+                )));
+            }
+            Err(e) => {
+                return Err(Cause::Sys {
+                    what: format!("flock {}", path.display()),
+                    source: e.into(),
+                })
+            }
+        }
+    }
+}
+
 /// Copies a directory tree preserving owners, modes, xattrs (overlay whiteouts and
 /// opaque markers) and hard links.
 fn copy_tree(src: &Path, dst: &Path) -> Result<(), Cause> {
@@ -180,9 +222,12 @@ impl RuncRuntime {
         ] {
             mkdir(&d, 0o711).map_err(host("data dir"))?;
         }
+        let lock =
+            lock_data_dir(&layout.root.join("runtime.lock")).map_err(host("data dir lock"))?;
         net::ensure_host_network(&cfg.network).map_err(host("network"))?;
         let pool_name = format!("ip-{}", cfg.network.bridge);
         let rt = Self {
+            _lock: lock,
             runc: Runc {
                 bin: cfg.runc.clone(),
                 root: layout.runc_root(),
@@ -253,7 +298,8 @@ impl RuncRuntime {
         }
         let dir = dst.parent().expect("agent copy has a parent");
         mkdir(dir, 0o755)?;
-        let tmp = dir.join(format!(".tmp.{}", std::process::id()));
+        // Concurrent creates may copy the same binary: each uses its own temporary name.
+        let tmp = dir.join(format!(".tmp.{}", SandboxId::generate()));
         fs::copy(binary, &tmp).map_err(Cause::io(&tmp))?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(Cause::io(&tmp))?;
         File::open(&tmp)
@@ -450,7 +496,8 @@ impl RuncRuntime {
     }
 
     /// Finishes or rolls back operations that an earlier process left half done, then
-    /// reports every sandbox. Call once at start, before serving.
+    /// reports every sandbox. Call once at start, before serving (also available as
+    /// [`Runtime::adopt`]).
     ///
     /// * a pause interrupted before its manifest: the partial snapshot is dropped and its
     ///   upper layer put back; the sandbox is `Stopped` unless it still runs;
@@ -1041,5 +1088,9 @@ impl Runtime for RuncRuntime {
             });
         }
         self.read_stats(&p, &rec).at(id, Step::Stats)
+    }
+
+    fn adopt(&self) -> Result<Vec<SandboxInfo>> {
+        RuncRuntime::adopt(self)
     }
 }

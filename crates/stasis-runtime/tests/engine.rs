@@ -77,26 +77,45 @@ fn five_consecutive_cycles() {
 
 #[test]
 fn a_fresh_runtime_adopts_and_resumes_a_paused_sandbox() {
-    let rt = runtime();
-    let sb = create(&rt);
-    let running = create(&rt);
-    sb.ask(json!({"op": "set", "value": 7}));
-    rt.pause(sb.id(), PauseMode::Full).unwrap();
+    let dir = PrivateDir::new();
+    let (paused_sb, running_sb) = {
+        let rt = dir.runtime();
+        let a = create_plain(&rt);
+        let b = create_plain(&rt);
+        ask(addr_of(&a), &json!({"op": "set", "value": 7}));
+        rt.pause(&a.spec.id, PauseMode::Full).unwrap();
+        (a, b)
+    }; // the first runtime is gone, as after a server restart
 
-    // A new runtime instance on the same data dir, as after a server restart.
-    let fresh = RuncRuntime::new(config()).unwrap();
+    let fresh = dir.runtime();
     let adopted = fresh.adopt().unwrap();
     let find = |id: &SandboxId| adopted.iter().find(|i| &i.spec.id == id).cloned().unwrap();
-    assert!(matches!(find(sb.id()).state, SandboxState::Paused { .. }));
     assert!(matches!(
-        find(running.id()).state,
+        find(&paused_sb.spec.id).state,
+        SandboxState::Paused { .. }
+    ));
+    assert!(matches!(
+        find(&running_sb.spec.id).state,
         SandboxState::Running { .. }
     ));
-    assert_eq!(find(sb.id()).address, sb.info.address);
+    assert_eq!(find(&paused_sb.spec.id).address, paused_sb.address);
 
-    fresh.resume(sb.id()).unwrap();
-    assert_eq!(sb.ready()["x"], 7);
-    assert!(running.ask(json!({"op": "get"}))["pid"].is_number());
+    fresh.resume(&paused_sb.spec.id).unwrap();
+    assert_eq!(wait_ready(addr_of(&paused_sb))["x"], 7);
+    assert!(ask(addr_of(&running_sb), &json!({"op": "get"}))["pid"].is_number());
+}
+
+#[test]
+fn a_second_runtime_on_the_same_data_dir_is_refused() {
+    let dir = PrivateDir::new();
+    let _rt = dir.runtime();
+    let mut cfg = dir.config();
+    cfg.data_dir = dir.0.clone();
+    let started = std::time::Instant::now();
+    let err = RuncRuntime::new(cfg).err().expect("second runtime refused");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(9));
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(text.contains("in use by another runtime"), "{text}");
 }
 
 #[test]
@@ -259,67 +278,83 @@ fn fork_gives_independent_copies() {
 
 #[test]
 fn a_failed_pause_leaves_the_sandbox_running() {
-    let rt = runtime();
-    let sb = create(&rt);
-    sb.ask(json!({"op": "set", "value": 1}));
-    let mut cfg = config();
-    cfg.criu = std::path::PathBuf::from("/bin/false");
-    let broken = RuncRuntime::new(cfg).unwrap();
-    let err = broken.pause(sb.id(), PauseMode::Full).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RuntimeError::Failed {
-                step: stasis_runtime::Step::Checkpoint,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert_eq!(sb.ask(json!({"op": "get"}))["x"], 1);
+    let dir = PrivateDir::new();
+    let sb = {
+        let rt = dir.runtime();
+        let sb = create_plain(&rt);
+        ask(addr_of(&sb), &json!({"op": "set", "value": 1}));
+        sb
+    };
+    {
+        let broken = dir.broken_runtime();
+        let err = broken.pause(&sb.spec.id, PauseMode::Full).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RuntimeError::Failed {
+                    step: stasis_runtime::Step::Checkpoint,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(ask(addr_of(&sb), &json!({"op": "get"}))["x"], 1);
+    }
+    let rt = dir.runtime();
     assert!(matches!(
-        rt.info(sb.id()).unwrap().state,
+        rt.info(&sb.spec.id).unwrap().state,
         SandboxState::Running { .. }
     ));
     // And it still pauses normally.
-    rt.pause(sb.id(), PauseMode::Full).unwrap();
-    rt.resume(sb.id()).unwrap();
-    assert_eq!(sb.ready()["x"], 1);
+    rt.pause(&sb.spec.id, PauseMode::Full).unwrap();
+    rt.resume(&sb.spec.id).unwrap();
+    assert_eq!(wait_ready(addr_of(&sb))["x"], 1);
 }
 
 #[test]
 fn a_failed_resume_leaves_the_snapshot_intact() {
-    let rt = runtime();
-    let sb = create(&rt);
-    sb.ask(json!({"op": "set", "value": 2}));
-    sb.ask(json!({"op": "write", "path": "/tmp/keep", "text": "kept"}));
-    rt.pause(sb.id(), PauseMode::Full).unwrap();
-    let mut cfg = config();
-    cfg.criu = std::path::PathBuf::from("/bin/false");
-    let broken = RuncRuntime::new(cfg).unwrap();
-    let err = broken.resume(sb.id()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RuntimeError::Failed {
-                step: stasis_runtime::Step::Restore,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(paused(&rt, sb.id()), "still paused after a failed resume");
-    let SandboxState::Paused { snapshot } = rt.info(sb.id()).unwrap().state else {
-        unreachable!()
+    let dir = PrivateDir::new();
+    let sb = {
+        let rt = dir.runtime();
+        let sb = create_plain(&rt);
+        ask(addr_of(&sb), &json!({"op": "set", "value": 2}));
+        ask(
+            addr_of(&sb),
+            &json!({"op": "write", "path": "/tmp/keep", "text": "kept"}),
+        );
+        rt.pause(&sb.spec.id, PauseMode::Full).unwrap();
+        sb
     };
-    stasis_snapshot::Manifest::read(&snapshot.path)
-        .unwrap()
-        .verify(&snapshot.path)
-        .unwrap();
-    rt.resume(sb.id()).unwrap();
-    assert_eq!(sb.ready()["x"], 2);
+    {
+        let broken = dir.broken_runtime();
+        let err = broken.resume(&sb.spec.id).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RuntimeError::Failed {
+                    step: stasis_runtime::Step::Restore,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            paused(&broken, &sb.spec.id),
+            "still paused after a failed resume"
+        );
+        let SandboxState::Paused { snapshot } = broken.info(&sb.spec.id).unwrap().state else {
+            unreachable!()
+        };
+        stasis_snapshot::Manifest::read(&snapshot.path)
+            .unwrap()
+            .verify(&snapshot.path)
+            .unwrap();
+    }
+    let rt = dir.runtime();
+    rt.resume(&sb.spec.id).unwrap();
+    assert_eq!(wait_ready(addr_of(&sb))["x"], 2);
     assert_eq!(
-        sb.ask(json!({"op": "read", "path": "/tmp/keep"}))["text"],
+        ask(addr_of(&sb), &json!({"op": "read", "path": "/tmp/keep"}))["text"],
         "kept"
     );
 }

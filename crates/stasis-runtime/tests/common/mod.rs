@@ -151,6 +151,67 @@ pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A data dir of its own (sharing the built template), for tests that need several
+/// runtime instances one after another (a runtime locks its data dir). Everything in it
+/// is removed on drop, also when the test fails; drop its runtimes first.
+pub struct PrivateDir(pub PathBuf);
+
+impl PrivateDir {
+    pub fn new() -> Self {
+        let dir = data_dir()
+            .join("private")
+            .join(SandboxId::generate().as_str());
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        std::os::unix::fs::symlink(
+            data_dir().join("templates/base"),
+            dir.join("templates/base"),
+        )
+        .unwrap();
+        PrivateDir(dir)
+    }
+
+    pub fn config(&self) -> RuntimeConfig {
+        let mut cfg = config();
+        cfg.data_dir = self.0.clone();
+        cfg
+    }
+
+    pub fn runtime(&self) -> RuncRuntime {
+        RuncRuntime::new(self.config()).expect("runtime")
+    }
+
+    /// A runtime whose CRIU always fails.
+    pub fn broken_runtime(&self) -> RuncRuntime {
+        let mut cfg = self.config();
+        cfg.criu = PathBuf::from("/bin/false");
+        RuncRuntime::new(cfg).expect("runtime")
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        if let Ok(rt) = RuncRuntime::new(self.config()) {
+            if let Ok(all) = rt.adopt() {
+                for s in all {
+                    let _ = rt.kill(&s.spec.id);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Creates a sandbox running the workload (no guard: the data dir cleans up).
+pub fn create_plain(rt: &RuncRuntime) -> SandboxInfo {
+    let info = rt.create(spec_with(Resources::default())).expect("create");
+    wait_ready(SocketAddr::from((info.address, 8080)));
+    info
+}
+
+pub fn addr_of(info: &SandboxInfo) -> SocketAddr {
+    SocketAddr::from((info.address, 8080))
+}
+
 /// Every trace a sandbox can leave on the host, as human-readable findings.
 pub fn traces_of(id: &SandboxId) -> Vec<String> {
     let mut found = Vec::new();

@@ -1,0 +1,337 @@
+//! Filesystem operations behind `filesystem.Filesystem` and `/files`.
+//!
+//! The agent runs as root; paths resolve against the requesting user's home and
+//! directories it creates are handed to that user, as envd does.
+#![forbid(unsafe_code)]
+
+pub mod rpc;
+pub mod watch;
+
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use stasis_envd_proto::error::{Code, ConnectError};
+use stasis_envd_proto::filesystem::{EntryInfo, FileType};
+use thiserror::Error;
+
+use crate::paths::PathError;
+use crate::users::{IdNames, User};
+
+/// Filesystem failures, each naming the path.
+#[derive(Debug, Error)]
+pub enum FsError {
+    /// Bad path.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// Missing entry.
+    #[error("file or directory '{0}' not found")]
+    NotFound(PathBuf),
+    /// Not a directory where one is needed.
+    #[error("path '{0}' is not a directory")]
+    NotADirectory(PathBuf),
+    /// Already exists.
+    #[error("path '{0}' already exists")]
+    AlreadyExists(PathBuf),
+    /// Too many entries.
+    #[error("listing '{0}' exceeds {1} entries")]
+    TooMany(PathBuf, usize),
+    /// Any other I/O failure.
+    #[error("cannot {op} '{path}': {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl FsError {
+    /// Wraps an I/O error, mapping "not found" to [`FsError::NotFound`].
+    pub fn io(op: &'static str, path: &Path, source: io::Error) -> Self {
+        match source.kind() {
+            io::ErrorKind::NotFound => FsError::NotFound(path.to_path_buf()),
+            io::ErrorKind::AlreadyExists => FsError::AlreadyExists(path.to_path_buf()),
+            io::ErrorKind::NotADirectory => FsError::NotADirectory(path.to_path_buf()),
+            _ => FsError::Io {
+                op,
+                path: path.to_path_buf(),
+                source,
+            },
+        }
+    }
+}
+
+impl From<FsError> for ConnectError {
+    fn from(e: FsError) -> Self {
+        let code = match &e {
+            FsError::Path(_) | FsError::NotADirectory(_) => Code::InvalidArgument,
+            FsError::NotFound(_) => Code::NotFound,
+            FsError::AlreadyExists(_) => Code::AlreadyExists,
+            FsError::TooMany(..) => Code::ResourceExhausted,
+            FsError::Io { source, .. } => match source.kind() {
+                io::ErrorKind::PermissionDenied => Code::PermissionDenied,
+                io::ErrorKind::InvalidInput | io::ErrorKind::IsADirectory => Code::InvalidArgument,
+                io::ErrorKind::StorageFull => Code::ResourceExhausted,
+                _ => Code::Internal,
+            },
+        };
+        ConnectError::new(code, e.to_string())
+    }
+}
+
+// Go's os.FileMode bits, which envd reports verbatim in `mode`.
+const GO_DIR: u32 = 1 << 31;
+const GO_SYMLINK: u32 = 1 << 27;
+const GO_DEVICE: u32 = 1 << 26;
+const GO_PIPE: u32 = 1 << 25;
+const GO_SOCKET: u32 = 1 << 24;
+const GO_SETUID: u32 = 1 << 23;
+const GO_SETGID: u32 = 1 << 22;
+const GO_CHARDEV: u32 = 1 << 21;
+const GO_STICKY: u32 = 1 << 20;
+const GO_IRREGULAR: u32 = 1 << 19;
+
+/// Converts `st_mode` to Go's `os.FileMode`.
+pub fn go_mode(st_mode: u32) -> u32 {
+    let mut m = st_mode & 0o777;
+    m |= match st_mode & 0o170000 {
+        0o040000 => GO_DIR,
+        0o120000 => GO_SYMLINK,
+        0o060000 => GO_DEVICE,
+        0o020000 => GO_DEVICE | GO_CHARDEV,
+        0o010000 => GO_PIPE,
+        0o140000 => GO_SOCKET,
+        0o100000 => 0,
+        _ => GO_IRREGULAR,
+    };
+    if st_mode & 0o4000 != 0 {
+        m |= GO_SETUID;
+    }
+    if st_mode & 0o2000 != 0 {
+        m |= GO_SETGID;
+    }
+    if st_mode & 0o1000 != 0 {
+        m |= GO_STICKY;
+    }
+    m
+}
+
+/// Go's `os.FileMode.String()`, e.g. `-rw-r--r--`, `drwxr-xr-x`, `Lrwxrwxrwx`.
+pub fn go_mode_string(m: u32) -> String {
+    const TYPES: &[(u32, char)] = &[
+        (GO_DIR, 'd'),
+        (1 << 30, 'a'),
+        (1 << 29, 'l'),
+        (1 << 28, 'T'),
+        (GO_SYMLINK, 'L'),
+        (GO_DEVICE, 'D'),
+        (GO_PIPE, 'p'),
+        (GO_SOCKET, 'S'),
+        (GO_SETUID, 'u'),
+        (GO_SETGID, 'g'),
+        (GO_CHARDEV, 'c'),
+        (GO_STICKY, 't'),
+        (GO_IRREGULAR, '?'),
+    ];
+    let mut s: String = TYPES
+        .iter()
+        .filter(|(b, _)| m & b != 0)
+        .map(|(_, c)| *c)
+        .collect();
+    if s.is_empty() {
+        s.push('-');
+    }
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        s.push(if m & (1 << (8 - i)) != 0 { c } else { '-' });
+    }
+    s
+}
+
+/// RFC 3339 UTC timestamp.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+/// Describes `path` without following a final symlink.
+pub fn entry_info(path: &Path, names: &IdNames) -> Result<EntryInfo, FsError> {
+    let md = std::fs::symlink_metadata(path).map_err(|e| FsError::io("stat", path, e))?;
+    Ok(entry_from_metadata(path, &md, names))
+}
+
+/// Builds an [`EntryInfo`] from metadata already read.
+pub fn entry_from_metadata(path: &Path, md: &std::fs::Metadata, names: &IdNames) -> EntryInfo {
+    let ft = md.file_type();
+    let file_type = if ft.is_symlink() {
+        FileType::Symlink
+    } else if ft.is_dir() {
+        FileType::Directory
+    } else if ft.is_file() {
+        FileType::File
+    } else {
+        FileType::Unspecified
+    };
+    let mode = go_mode(md.permissions().mode());
+    EntryInfo {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".into()),
+        file_type,
+        path: path.to_string_lossy().into_owned(),
+        size: md.len() as i64,
+        mode,
+        permissions: go_mode_string(mode),
+        owner: names.user(md.uid()),
+        group: names.group(md.gid()),
+        modified_time: md.modified().ok().map(rfc3339),
+        symlink_target: ft
+            .is_symlink()
+            .then(|| std::fs::read_link(path).ok())
+            .flatten()
+            .map(|t| t.to_string_lossy().into_owned()),
+        metadata: Default::default(),
+    }
+}
+
+/// Creates `dir` and missing parents, giving each new directory to `user`.
+pub fn create_dirs(dir: &Path, user: &User) -> Result<(), FsError> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(p) = cur {
+        match std::fs::symlink_metadata(p) {
+            Ok(md) if md.is_dir() => break,
+            Ok(md) if md.file_type().is_symlink() && p.is_dir() => break,
+            Ok(_) => return Err(FsError::NotADirectory(p.to_path_buf())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(p.to_path_buf()),
+            Err(e) => return Err(FsError::io("stat", p, e)),
+        }
+        cur = p.parent();
+    }
+    for p in missing.iter().rev() {
+        match std::fs::create_dir(p) {
+            Ok(()) => chown(p, user)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
+            Err(e) => return Err(FsError::io("create directory", p, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Hands `path` to `user` (no-op when the agent is not root).
+pub fn chown(path: &Path, user: &User) -> Result<(), FsError> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))
+        .map_err(|e| FsError::io("chown", path, e))
+}
+
+/// `MakeDir`: fails with `AlreadyExists` if anything is at `path`.
+pub fn make_dir(path: &Path, user: &User, names: &IdNames) -> Result<EntryInfo, FsError> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(FsError::AlreadyExists(path.to_path_buf()));
+    }
+    create_dirs(path, user)?;
+    entry_info(path, names)
+}
+
+/// `Move`: renames, creating the destination's parents.
+pub fn move_entry(
+    src: &Path,
+    dst: &Path,
+    user: &User,
+    names: &IdNames,
+) -> Result<EntryInfo, FsError> {
+    std::fs::symlink_metadata(src).map_err(|e| FsError::io("stat", src, e))?;
+    if let Some(parent) = dst.parent() {
+        create_dirs(parent, user)?;
+    }
+    std::fs::rename(src, dst).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => FsError::NotFound(src.to_path_buf()),
+        _ => FsError::Io {
+            op: "move",
+            path: src.to_path_buf(),
+            source: e,
+        },
+    })?;
+    entry_info(dst, names)
+}
+
+/// `Remove`: a file, a symlink, or a directory tree.
+pub fn remove(path: &Path) -> Result<(), FsError> {
+    let md = std::fs::symlink_metadata(path).map_err(|e| FsError::io("stat", path, e))?;
+    if md.is_dir() {
+        std::fs::remove_dir_all(path).map_err(|e| FsError::io("remove", path, e))
+    } else {
+        std::fs::remove_file(path).map_err(|e| FsError::io("remove", path, e))
+    }
+}
+
+/// `ListDir`: entries under `dir` up to `depth` levels, depth-first in name order,
+/// without following symlinks below the root.
+pub fn list_dir(
+    dir: &Path,
+    depth: u32,
+    limit: usize,
+    names: &IdNames,
+) -> Result<Vec<EntryInfo>, FsError> {
+    let md = std::fs::metadata(dir).map_err(|e| FsError::io("stat", dir, e))?;
+    if !md.is_dir() {
+        return Err(FsError::NotADirectory(dir.to_path_buf()));
+    }
+    let mut out = Vec::new();
+    walk(dir, depth.max(1), limit, names, &mut out)?;
+    Ok(out)
+}
+
+fn walk(
+    dir: &Path,
+    depth: u32,
+    limit: usize,
+    names: &IdNames,
+    out: &mut Vec<EntryInfo>,
+) -> Result<(), FsError> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| FsError::io("list", dir, e))?
+        .filter_map(|e| e.ok())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue; // vanished meanwhile
+        };
+        if out.len() >= limit {
+            return Err(FsError::TooMany(dir.to_path_buf(), limit));
+        }
+        out.push(entry_from_metadata(&path, &md, names));
+        if depth > 1 && md.is_dir() {
+            // unreadable subdirectories are listed but not descended into
+            match walk(&path, depth - 1, limit, names, out) {
+                Err(FsError::Io { .. }) | Err(FsError::NotFound(_)) => {}
+                other => other?,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_like_go() {
+        assert_eq!(go_mode(0o100644), 0o644);
+        assert_eq!(go_mode_string(go_mode(0o100644)), "-rw-r--r--");
+        assert_eq!(go_mode(0o040755), GO_DIR | 0o755);
+        assert_eq!(go_mode_string(go_mode(0o040755)), "drwxr-xr-x");
+        assert_eq!(go_mode_string(go_mode(0o120777)), "Lrwxrwxrwx");
+        assert_eq!(go_mode_string(go_mode(0o104755)), "urwxr-xr-x");
+        assert_eq!(go_mode_string(go_mode(0o041777)), "dtrwxrwxrwx");
+    }
+}

@@ -1,0 +1,493 @@
+//! End-to-end tests of the server: real runtime, real agent, HTTP through the real
+//! listener. Run as root with the `base` template built (scripts/test.sh).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_run_pause_connect_cat_kill() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, token) = srv.create(json!({"templateID": "base"})).await;
+    let (code, _, err) = srv
+        .run(&id, &token, "echo \"Hello World\" > /tmp/file.txt")
+        .await;
+    assert_eq!(code, 0, "{err}");
+
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{id}/pause"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    assert_eq!(srv.state(&id).await.as_deref(), Some("paused"));
+    // While paused, traffic gets E2B's 502 "not found".
+    let r = srv.proxied(&id, &token, 49983, "/health").await;
+    assert_eq!(r.status().as_u16(), 502);
+    assert!(r.text().await.unwrap().contains("was not found"));
+
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            &format!("/v2/sandboxes/{id}/connect"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["envdAccessToken"], token, "same token after resume");
+    let (code, out, _) = srv.run(&id, &token, "cat /tmp/file.txt").await;
+    assert_eq!((code, out.as_str()), (0, "Hello World\n"));
+    // Connect to a running sandbox answers 200.
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            &format!("/v2/sandboxes/{id}/connect"),
+            Some(json!({"timeout": 60})),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    let (s, _) = srv
+        .call(Method::DELETE, &format!("/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, v) = srv
+        .call(Method::GET, &format!("/sandboxes/{id}"), None)
+        .await;
+    assert_eq!((s, v["code"].as_u64()), (404, Some(404)));
+    let r = srv.proxied(&id, &token, 49983, "/health").await;
+    assert_eq!(r.status().as_u16(), 502);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn double_pause_conflicts_and_paused_sandboxes_can_be_killed() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, _) = srv.create(json!({"templateID": "base"})).await;
+    let path = format!("/sandboxes/{id}/pause");
+    // Two pauses at once: one pauses, the other gets 409.
+    let (a, b) = tokio::join!(
+        srv.call(Method::POST, &path, None),
+        srv.call(Method::POST, &path, Some(json!({"memory": true})))
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [204, 409], "{a:?} {b:?}");
+    let conflict = if a.0 == 409 { &a.1 } else { &b.1 };
+    assert_eq!(conflict["code"], 409);
+    assert!(conflict["message"]
+        .as_str()
+        .unwrap()
+        .contains("already paused"));
+
+    let (s, _) = srv
+        .call(Method::DELETE, &format!("/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, v) = srv
+        .call(Method::DELETE, &format!("/sandboxes/{id}"), None)
+        .await;
+    assert_eq!((s, v["code"].as_u64()), (404, Some(404)));
+    assert!(
+        !dir.0.join("snapshots").join(&id).exists(),
+        "snapshot removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_e2b_errors() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    // Wrong or missing API key.
+    let r = srv
+        .http
+        .post(format!("{}/v2/sandboxes", srv.url))
+        .header("X-API-KEY", "e2b_0000")
+        .json(&json!({"templateID": "base"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], 401);
+    assert!(v["message"].is_string());
+    // Malformed JSON.
+    let r = srv
+        .req(Method::POST, "/v2/sandboxes")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], 400);
+    // Oversized body.
+    let big = "x".repeat(2 << 20);
+    let r = srv
+        .req(Method::POST, "/v2/sandboxes")
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"templateID\":\"base\",\"metadata\":{{\"k\":\"{big}\"}}}}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], 400);
+    // Unknown template, bad timeout.
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/v2/sandboxes",
+            Some(json!({"templateID": "nope"})),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_u64()), (400, Some(400)), "{v}");
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base", "timeout": -1})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    // Unknown ids.
+    for (m, p) in [
+        (Method::GET, "/sandboxes/nosuchsandbox".to_string()),
+        (Method::POST, "/sandboxes/nosuchsandbox/pause".to_string()),
+        (
+            Method::POST,
+            "/v2/sandboxes/nosuchsandbox/connect".to_string(),
+        ),
+        (Method::DELETE, "/sandboxes/nosuchsandbox".to_string()),
+        (Method::DELETE, "/sandboxes/..%2F..%2Fetc".to_string()),
+    ] {
+        let (s, v) = srv.call(m.clone(), &p, None).await;
+        assert_eq!((s, v["code"].as_u64()), (404, Some(404)), "{m} {p}: {v}");
+    }
+    // Bad list query.
+    let (s, v) = srv
+        .call(Method::GET, "/v2/sandboxes?limit=1000", None)
+        .await;
+    assert_eq!((s, v["code"].as_u64()), (400, Some(400)));
+    // Nothing was left behind by the failed creates.
+    let (_, v) = srv.call(Method::GET, "/v2/sandboxes", None).await;
+    assert_eq!(v, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_access_token_is_refused_by_the_agent() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, token) = srv.create(json!({"templateID": "base"})).await;
+    let r = srv
+        .http
+        .post(format!("{}/filesystem.Filesystem/Stat", srv.url))
+        .header("E2b-Sandbox-Id", &id)
+        .header("X-Access-Token", "wrong")
+        .header("content-type", "application/json")
+        .body(r#"{"path":"/tmp"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = srv
+        .http
+        .post(format!("{}/filesystem.Filesystem/Stat", srv.url))
+        .header("E2b-Sandbox-Id", &id)
+        .header("X-Access-Token", &token)
+        .header("content-type", "application/json")
+        .body(r#"{"path":"/tmp"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The agent's /init is for the server only.
+    let r = srv
+        .http
+        .post(format!("{}/init", srv.url))
+        .header("E2b-Sandbox-Id", &id)
+        .header("X-Access-Token", &token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_filters_by_state_and_pages() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let (id, _) = srv
+            .create(
+                json!({"templateID": "base", "metadata": {"n": i.to_string(), "group": "list"}}),
+            )
+            .await;
+        ids.push(id);
+    }
+    for id in &ids[..4] {
+        let (s, _) = srv
+            .call(Method::POST, &format!("/sandboxes/{id}/pause"), None)
+            .await;
+        assert_eq!(s, 204);
+    }
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut path = "/v2/sandboxes?state=paused&limit=2".to_string();
+        if let Some(t) = &next {
+            path.push_str(&format!("&nextToken={t}"));
+        }
+        let r = srv.req(Method::GET, &path).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        next = r
+            .headers()
+            .get("x-next-token")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let items: Vec<serde_json::Value> = r.json().await.unwrap();
+        assert!(items.len() <= 2);
+        for it in &items {
+            assert_eq!(it["state"], "paused");
+            for k in [
+                "templateID",
+                "sandboxID",
+                "clientID",
+                "startedAt",
+                "endAt",
+                "cpuCount",
+                "memoryMB",
+                "diskSizeMB",
+                "envdVersion",
+            ] {
+                assert!(!it[k].is_null(), "{k} missing in {it}");
+            }
+            seen.push(it["sandboxID"].as_str().unwrap().to_owned());
+        }
+        pages += 1;
+        if next.is_none() {
+            break;
+        }
+        assert!(pages < 10);
+    }
+    seen.sort();
+    let mut want: Vec<String> = ids[..4].to_vec();
+    want.sort();
+    assert_eq!(seen, want, "every paused sandbox exactly once");
+    assert_eq!(pages, 2);
+    // Python's percent-encoded comma, and the running filter.
+    let (_, v) = srv
+        .call(Method::GET, "/v2/sandboxes?state=running%2Cpaused", None)
+        .await;
+    assert_eq!(v.as_array().unwrap().len(), 7);
+    let (_, v) = srv
+        .call(Method::GET, "/v2/sandboxes?state=running", None)
+        .await;
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    // Metadata filter (double-encoded, as the SDKs send it).
+    let (_, v) = srv
+        .call(Method::GET, "/v2/sandboxes?metadata=n%3D5", None)
+        .await;
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 1);
+    assert_eq!(arr[0]["sandboxID"], ids[5]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_pause_after_inactivity_and_again_after_resume() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, token) = srv
+        .create(json!({"templateID": "base", "timeout": 2, "autoPause": true}))
+        .await;
+    let (code, _, _) = srv.run(&id, &token, "echo kept > /tmp/state").await;
+    assert_eq!(code, 0);
+    srv.wait_state(&id, Some("paused"), 30).await;
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{id}/connect"),
+            Some(json!({"timeout": 2})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (code, out, _) = srv.run(&id, &token, "cat /tmp/state").await;
+    assert_eq!((code, out.as_str()), (0, "kept\n"));
+    // The setting survives the resume: it pauses itself again.
+    srv.wait_state(&id, Some("paused"), 30).await;
+    let (_, v) = srv
+        .call(Method::GET, &format!("/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(v["lifecycle"]["onTimeout"], "pause");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_object_form_of_auto_pause_sets_the_inactivity_window() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/sandboxes",
+            Some(json!({"templateID": "base", "timeout": 300, "autoPause": {"enabled": true, "timeout": 2000}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["sandboxID"].as_str().unwrap().to_owned();
+    srv.wait_state(&id, Some("paused"), 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_without_auto_pause_kills() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, _) = srv
+        .create(json!({"templateID": "base", "timeout": 1}))
+        .await;
+    srv.wait_state(&id, None, 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_resume_through_the_proxy() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, token) = srv
+        .create(json!({"templateID": "base", "autoPause": true, "autoResume": {"enabled": true}}))
+        .await;
+    srv.run(&id, &token, "echo before > /tmp/x").await;
+    let (s, _) = srv
+        .call(Method::POST, &format!("/sandboxes/{id}/pause"), None)
+        .await;
+    assert_eq!(s, 204);
+    // Traffic for the paused sandbox resumes it, then is served.
+    let (code, out, _) = srv.run(&id, &token, "cat /tmp/x").await;
+    assert_eq!((code, out.as_str()), (0, "before\n"));
+    assert_eq!(srv.state(&id).await.as_deref(), Some("running"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_server_keeps_running_and_paused_sandboxes() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (a, ta) = srv.create(json!({"templateID": "base"})).await;
+    let (b, tb) = srv.create(json!({"templateID": "base"})).await;
+    srv.run(&a, &ta, "echo A > /tmp/who").await;
+    srv.run(&b, &tb, "echo B > /tmp/who; sleep 1000 &").await;
+    let (s, _) = srv
+        .call(Method::POST, &format!("/sandboxes/{b}/pause"), None)
+        .await;
+    assert_eq!(s, 204);
+    srv.stop().await;
+
+    let srv = TestServer::start(&dir).await;
+    assert_eq!(srv.state(&a).await.as_deref(), Some("running"));
+    assert_eq!(srv.state(&b).await.as_deref(), Some("paused"));
+    let (_, out, _) = srv.run(&a, &ta, "cat /tmp/who").await;
+    assert_eq!(out, "A\n");
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{b}/connect"),
+            Some(json!({"timeout": 60})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (_, out, _) = srv.run(&b, &tb, "cat /tmp/who; pgrep -c sleep").await;
+    assert_eq!(out, "B\n1\n", "file and background process survived");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_connect_flow_and_info() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, token) = srv
+        .create(json!({"templateID": "base", "metadata": {"a": "b"}}))
+        .await;
+    let (s, v) = srv
+        .call(Method::GET, &format!("/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["envdAccessToken"], token);
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["metadata"]["a"], "b");
+    srv.call(Method::POST, &format!("/sandboxes/{id}/pause"), None)
+        .await;
+    // 2.0–2.5 SDKs: timeout fails on a paused sandbox, then resume, then GET.
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{id}/timeout"),
+            Some(json!({"timeout": 300})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{id}/resume"),
+            Some(json!({"timeout": 300})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{id}/resume"),
+            Some(json!({"timeout": 300})),
+        )
+        .await;
+    assert_eq!(s, 409, "resume of a running sandbox");
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{id}/timeout"),
+            Some(json!({"timeout": 30})),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{id}/refreshes"),
+            Some(json!({"duration": 30})),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, v) = srv
+        .call(Method::GET, &format!("/sandboxes/{id}/metrics"), None)
+        .await;
+    assert_eq!(s, 200);
+    let m = &v[0];
+    for k in [
+        "timestamp",
+        "timestampUnix",
+        "cpuCount",
+        "cpuUsedPct",
+        "memUsed",
+        "memTotal",
+        "memCache",
+        "diskUsed",
+        "diskTotal",
+    ] {
+        assert!(!m[k].is_null(), "{k} missing in {m}");
+    }
+    assert!(m["memUsed"].as_u64().unwrap() > 0);
+    let (s, v) = srv.call(Method::GET, "/templates", None).await;
+    assert_eq!(s, 200);
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["templateID"] == "base"));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

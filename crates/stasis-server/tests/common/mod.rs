@@ -1,0 +1,285 @@
+//! Harness of the server's end-to-end tests: a real server (real runtime, real agent)
+//! on `127.0.0.1:0` with its own data dir, and a small client for the control API and
+//! for commands through the proxy (Connect protocol, JSON codec).
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+use stasis_runtime::{NetworkConfig, RuncRuntime, Runtime, RuntimeConfig};
+use stasis_server::{Server, ServerConfig};
+use tokio::sync::oneshot;
+
+pub const API_KEY: &str = "e2b_00000000000000000000000000000000000000aa";
+
+/// The shared test data dir (with the `base` template), see scripts/test.sh.
+pub fn shared_data_dir() -> PathBuf {
+    std::env::var_os("STASIS_TEST_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/stasis-test"))
+}
+
+fn target_dir() -> PathBuf {
+    // tests run from target/debug/deps/<test>-<hash>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_owned()
+}
+
+pub fn network() -> NetworkConfig {
+    NetworkConfig {
+        bridge: "stasist0".into(),
+        subnet: Ipv4Addr::new(10, 249, 0, 0),
+        prefix: 16,
+    }
+}
+
+/// A data dir of its own for one test's server, sharing the built template.
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    pub fn new() -> Self {
+        let dir = shared_data_dir()
+            .join("servers")
+            .join(stasis_types::SandboxId::generate().as_str());
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        let base = shared_data_dir().join("templates/base");
+        assert!(
+            base.join("rootfs").exists(),
+            "template base missing in {}: run scripts/test.sh",
+            shared_data_dir().display()
+        );
+        std::os::unix::fs::symlink(&base, dir.join("templates/base")).unwrap();
+        DataDir(dir)
+    }
+
+    pub fn config(&self) -> ServerConfig {
+        let bins = target_dir();
+        let mut cfg = ServerConfig::new(&self.0, API_KEY.into(), &bins);
+        cfg.network = network();
+        cfg.allow_internet = false;
+        assert!(
+            cfg.envd_binary.exists(),
+            "{} missing: build the workspace first (cargo build --workspace)",
+            cfg.envd_binary.display()
+        );
+        cfg
+    }
+}
+
+impl Drop for DataDir {
+    /// Removes every sandbox of this data dir, then the dir: also when a test fails.
+    fn drop(&mut self) {
+        let mut rc = RuntimeConfig::new(&self.0, target_dir().join("stasis-netns-hook"));
+        rc.network = network();
+        if let Ok(rt) = RuncRuntime::new(rc) {
+            if let Ok(all) = rt.adopt() {
+                for s in all {
+                    let _ = rt.kill(&s.spec.id);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server and a client for it.
+pub struct TestServer {
+    pub url: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(dir: &DataDir) -> TestServer {
+        Self::start_with(dir.config()).await
+    }
+
+    pub async fn start_with(cfg: ServerConfig) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let server = Server::start(cfg).await.expect("server start");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestServer {
+            url: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops serving (sandboxes keep running, as after a server crash).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .header("X-API-KEY", API_KEY)
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self.req(method, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, v)
+    }
+
+    /// Creates a sandbox; returns (id, access token).
+    pub async fn create(&self, body: Value) -> (String, String) {
+        let (s, v) = self
+            .call(reqwest::Method::POST, "/v2/sandboxes", Some(body))
+            .await;
+        assert_eq!(s, 201, "create: {v}");
+        (
+            v["sandboxID"].as_str().unwrap().to_owned(),
+            v["envdAccessToken"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Runs `bash -l -c cmd` through the proxy as the SDKs do; returns (exit code,
+    /// stdout, stderr).
+    pub async fn run(&self, id: &str, token: &str, cmd: &str) -> (i64, String, String) {
+        let msg =
+            json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}, "stdin": false});
+        let payload = serde_json::to_vec(&msg).unwrap();
+        let mut body = vec![0u8];
+        body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        body.extend_from_slice(&payload);
+        let resp = self
+            .http
+            .post(format!("{}/process.Process/Start", self.url))
+            .header("Content-Type", "application/connect+json")
+            .header("Connect-Protocol-Version", "1")
+            .header("E2b-Sandbox-Id", id)
+            .header("E2b-Sandbox-Port", "49983")
+            .header("X-Access-Token", token)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "Start: {:?}",
+            resp.text().await
+        );
+        let bytes = resp.bytes().await.unwrap();
+        let (mut code, mut out, mut err) = (-1, Vec::new(), Vec::new());
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut i = 0;
+        while i + 5 <= bytes.len() {
+            let flags = bytes[i];
+            let len = u32::from_be_bytes(bytes[i + 1..i + 5].try_into().unwrap()) as usize;
+            let v: Value = serde_json::from_slice(&bytes[i + 5..i + 5 + len]).unwrap();
+            i += 5 + len;
+            if flags & 2 != 0 {
+                assert!(v.get("error").is_none(), "stream error: {v}");
+                continue;
+            }
+            let ev = &v["event"];
+            if let Some(d) = ev.get("data") {
+                if let Some(s) = d["stdout"].as_str() {
+                    out.extend(b64.decode(s).unwrap());
+                }
+                if let Some(s) = d["stderr"].as_str() {
+                    err.extend(b64.decode(s).unwrap());
+                }
+            }
+            if let Some(e) = ev.get("end") {
+                code = e["exitCode"].as_i64().unwrap_or(0);
+            }
+        }
+        (
+            code,
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    }
+
+    /// A GET through the proxy to `path` on `port` of sandbox `id`.
+    pub async fn proxied(&self, id: &str, token: &str, port: u16, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .header("E2b-Sandbox-Id", id)
+            .header("E2b-Sandbox-Port", port.to_string())
+            .header("X-Access-Token", token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The wire state from the list endpoint (which, unlike `GET /sandboxes/{id}`, is
+    /// not activity on the sandbox and does not push its timeout).
+    pub async fn state(&self, id: &str) -> Option<String> {
+        let (s, v) = self.call(reqwest::Method::GET, "/v2/sandboxes", None).await;
+        assert_eq!(s, 200, "{v}");
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["sandboxID"] == id)
+            .map(|x| x["state"].as_str().unwrap().to_owned())
+    }
+
+    /// Polls until the sandbox has `state` (or is gone, for `None`).
+    pub async fn wait_state(&self, id: &str, want: Option<&str>, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let st = self.state(id).await;
+            if st.as_deref() == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}: state {st:?}, wanted {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
