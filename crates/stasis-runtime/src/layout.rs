@@ -10,6 +10,7 @@
 //! sandboxes/<id>/lower/               id-mapped template mount while running
 //! sandboxes/<id>/upper, work/         overlay layers while running
 //! sandboxes/<id>/criu.conf            CRIU options (org.criu.config annotation)
+//! sandboxes/<id>/etc/hosts, resolv.conf   bind-mounted into the sandbox
 //! sandboxes/<id>/runc.log             output of runc for this sandbox
 //! snapshots/<id>/<generation>/        a snapshot (see stasis-snapshot)
 //! ```
@@ -35,6 +36,8 @@ pub(crate) struct SandboxPaths {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub criu_conf: PathBuf,
+    /// `hosts` and `resolv.conf` bind-mounted into the sandbox's `/etc`.
+    pub etc: PathBuf,
     pub log: PathBuf,
     pub snapshots: PathBuf,
 }
@@ -88,6 +91,7 @@ impl Layout {
             upper: dir.join("upper"),
             work: dir.join("work"),
             criu_conf: dir.join("criu.conf"),
+            etc: dir.join("etc"),
             log: dir.join("runc.log"),
             snapshots: self.snapshots().join(id.as_str()),
             bundle,

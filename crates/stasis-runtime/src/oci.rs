@@ -56,6 +56,8 @@ pub(crate) struct BundleInputs<'a> {
     pub net: &'a HookParams,
     pub hook_binary: &'a Path,
     pub criu_conf: &'a Path,
+    /// Directory holding the sandbox's `hosts` and `resolv.conf`.
+    pub etc: &'a Path,
 }
 
 /// Open files allowed in a sandbox: 65536, or less if the host's own hard limit is lower
@@ -121,6 +123,23 @@ pub(crate) fn build(inp: &BundleInputs<'_>) -> Result<Spec, Cause> {
             .options(vec![s("bind"), s("ro"), s("nosuid"), s("nodev")])
             .build()?,
     );
+
+    for file in ["hosts", "resolv.conf"] {
+        mounts.push(
+            MountBuilder::default()
+                .destination(PathBuf::from(format!("/etc/{file}")))
+                .typ(s("bind"))
+                .source(inp.etc.join(file))
+                .options(vec![
+                    s("bind"),
+                    s("rw"),
+                    s("nosuid"),
+                    s("nodev"),
+                    s("noexec"),
+                ])
+                .build()?,
+        );
+    }
 
     let id_map = |base: u32| {
         LinuxIdMappingBuilder::default()

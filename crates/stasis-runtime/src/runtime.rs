@@ -363,15 +363,73 @@ impl RuncRuntime {
         mounts::unmount_all(&p.lower)
     }
 
+    /// The sandbox's `/etc/hosts` (its hostname resolves to its address) and
+    /// `/etc/resolv.conf` (the host's resolvers when it may reach the internet; otherwise
+    /// a resolver that refuses at once, so lookups fail fast instead of timing out).
+    fn write_etc(&self, p: &SandboxPaths, rec: &Record) -> Result<(), Cause> {
+        mkdir(&p.etc, 0o755)?;
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+            rec.address, rec.spec.hostname
+        );
+        let resolv = if rec.spec.allow_internet {
+            let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let servers: Vec<&str> = host
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("nameserver"))
+                .map(str::trim)
+                .filter(|a| !a.starts_with("127.") && *a != "::1")
+                .collect();
+            if servers.is_empty() {
+                "nameserver 127.0.0.1\n".to_owned()
+            } else {
+                servers
+                    .iter()
+                    .map(|a| format!("nameserver {a}\n"))
+                    .collect()
+            }
+        } else {
+            "# This sandbox has no internet access.\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n".to_owned()
+        };
+        for (name, body) in [("hosts", hosts), ("resolv.conf", resolv)] {
+            let f = p.etc.join(name);
+            fs::write(&f, body).map_err(Cause::io(&f))?;
+            // Root in the sandbox may edit them.
+            chown(&f, Some(rec.uid_base), Some(rec.uid_base)).map_err(Cause::io(&f))?;
+        }
+        Ok(())
+    }
+
     fn write_bundle(&self, p: &SandboxPaths, rec: &Record, criu_conf: &str) -> Result<(), Cause> {
         mkdir(&p.bundle, 0o711)?;
         fs::write(&p.criu_conf, criu_conf).map_err(Cause::io(&p.criu_conf))?;
+        if !p.etc.join("hosts").exists() {
+            self.write_etc(p, rec)?;
+        }
         let spec = oci::build(&BundleInputs {
             record: rec,
             net: &self.hook_params(rec),
             hook_binary: &self.cfg.hook_binary,
             criu_conf: &p.criu_conf,
+            etc: &p.etc,
         })?;
+        write_json_durable(&p.config, &spec)
+    }
+
+    /// Points an existing bundle at this runtime's hook binary (the binary may have
+    /// moved since the sandbox was created), or writes the bundle if it is missing.
+    fn refresh_bundle(&self, p: &SandboxPaths, rec: &Record) -> Result<(), Cause> {
+        if !p.config.exists() {
+            return self.write_bundle(p, rec, oci::CRIU_CONF);
+        }
+        let mut spec = oci_spec::runtime::Spec::load(&p.config)?;
+        if let Some(hooks) = spec.hooks_mut() {
+            if let Some(pre) = hooks.prestart_mut() {
+                for h in pre.iter_mut() {
+                    h.set_path(self.cfg.hook_binary.clone());
+                }
+            }
+        }
         write_json_durable(&p.config, &spec)
     }
 
@@ -779,9 +837,9 @@ impl RuncRuntime {
             .map_err(Cause::io(&p.upper))
             .at(id, Step::Mount)?;
         let attempt = (|| -> Result<(), Cause> {
-            // Resources and hooks come from the bundle: regenerate it so a resume runs
-            // with this build's settings and the current host paths.
-            self.write_bundle(p, rec, oci::CRIU_CONF)?;
+            // The restore must see the mounts the dump saw, so the bundle is the one the
+            // sandbox ran with; only host paths that may have moved are refreshed.
+            self.refresh_bundle(p, rec)?;
             self.mount_root(p, rec)?;
             self.set_internet(rec, true)?;
             let _ = self.runc.delete_force(id.as_str());

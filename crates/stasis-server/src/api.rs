@@ -417,3 +417,80 @@ pub struct Page {
     pub next_token: Option<String>,
     pub total_running: u64,
 }
+
+impl From<crate::webhooks::WebhookError> for ApiError {
+    fn from(e: crate::webhooks::WebhookError) -> Self {
+        use crate::webhooks::WebhookError as W;
+        ApiError(match &e {
+            W::Invalid(m) => wire::ErrorBody::bad_request(m.clone()),
+            W::NotFound(_) => wire::ErrorBody::new(404, e.to_string()),
+            W::Io { .. } => wire::ErrorBody::internal(error_chain(&e)),
+        })
+    }
+}
+
+pub async fn list_webhooks(State(st): State<Arc<AppState>>) -> Json<Vec<crate::webhooks::Webhook>> {
+    Json(st.webhooks.list())
+}
+
+pub async fn create_webhook(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
+    let b: crate::webhooks::WebhookRequest = body("webhook", req).await?;
+    let h = st.webhooks.create(b)?;
+    Ok((StatusCode::CREATED, Json(h)).into_response())
+}
+
+pub async fn get_webhook(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<crate::webhooks::Webhook>> {
+    Ok(Json(st.webhooks.get(&id)?))
+}
+
+pub async fn update_webhook(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Json<crate::webhooks::Webhook>> {
+    let b: crate::webhooks::WebhookRequest = body("webhook", req).await?;
+    Ok(Json(st.webhooks.update(&id, b)?))
+}
+
+pub async fn delete_webhook(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    st.webhooks.delete(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /events/sandboxes/{id}`: the sandbox's lifecycle events, oldest first (also
+/// after it was killed).
+pub async fn sandbox_events(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    let id = sandbox_id(&id)?;
+    let catalog = st.catalog.clone();
+    let sid = id.clone();
+    let events = tokio::task::spawn_blocking(move || catalog.events_for(&sid))
+        .await
+        .map_err(|e| ApiError(wire::ErrorBody::internal(e.to_string())))?
+        .map_err(|e| ApiError(wire::ErrorBody::internal(error_chain(&e))))?;
+    if events.is_empty() {
+        return Err(ApiError(wire::ErrorBody::not_found_sandbox(&id)));
+    }
+    Ok(Json(
+        events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.seq.to_string(),
+                    "type": format!("sandbox.lifecycle.{}", e.kind.as_str()),
+                    "sandboxId": e.sandbox_id,
+                    "timestamp": e.at,
+                    "eventData": e.detail,
+                })
+            })
+            .collect(),
+    ))
+}

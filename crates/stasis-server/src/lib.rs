@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod proxy;
 pub mod store;
 pub mod supervisor;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -76,6 +77,7 @@ impl ServerConfig {
 /// Shared state of the handlers.
 pub struct AppState {
     pub sup: Supervisor,
+    pub webhooks: Arc<webhooks::Webhooks>,
     pub catalog: Arc<Catalog>,
     pub api_key: String,
     pub templates: Vec<wire::Template>,
@@ -143,11 +145,13 @@ impl Server {
             disk_size_mb: 10 * 1024,
             client_id: "stasis".into(),
         };
-        let store = Arc::new(store::CatalogStore::new(catalog.clone()));
+        let hooks = webhooks::Webhooks::open(&cfg.data_dir)?;
+        let store = Arc::new(store::CatalogStore::new(catalog.clone(), hooks.clone()));
         let sup = Supervisor::start(scfg, runtime, store).await?;
         Ok(Server {
             state: Arc::new(AppState {
                 sup,
+                webhooks: hooks,
                 catalog,
                 api_key: cfg.api_key.clone(),
                 templates,
@@ -177,6 +181,17 @@ impl Server {
             .route("/sandboxes/{id}/metrics", get(api::metrics))
             .route("/sandboxes/{id}/fork", post(api::fork))
             .route("/templates", get(api::templates))
+            .route(
+                "/events/webhooks",
+                get(api::list_webhooks).post(api::create_webhook),
+            )
+            .route(
+                "/events/webhooks/{id}",
+                get(api::get_webhook)
+                    .patch(api::update_webhook)
+                    .delete(api::delete_webhook),
+            )
+            .route("/events/sandboxes/{id}", get(api::sandbox_events))
             .route_layer(middleware::from_fn_with_state(
                 st.clone(),
                 api::require_api_key,

@@ -10,7 +10,9 @@ use stasis_catalog::{
 use stasis_e2b_api as wire;
 use stasis_runtime::template::Recipe;
 use stasis_types::{Resources, SandboxId};
-use tracing::warn;
+use tracing::{info, warn};
+
+use crate::webhooks::Webhooks;
 
 use crate::envd::ENVD_VERSION;
 use crate::lifecycle::{OnTimeout, Phase};
@@ -19,11 +21,12 @@ use crate::supervisor::{Entry, Store};
 /// [`Store`] over the SQLite catalog.
 pub struct CatalogStore {
     catalog: Arc<Catalog>,
+    webhooks: Arc<Webhooks>,
 }
 
 impl CatalogStore {
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self { catalog }
+    pub fn new(catalog: Arc<Catalog>, webhooks: Arc<Webhooks>) -> Self {
+        Self { catalog, webhooks }
     }
 }
 
@@ -169,10 +172,12 @@ impl Store for CatalogStore {
         Ok(out)
     }
 
-    fn event(&self, id: &SandboxId, kind: &str, detail: serde_json::Value) {
-        if let Err(e) = self.catalog.append_event(id, &event_kind(kind), &detail) {
-            warn!(sandbox_id = %id, error = %e, "could not record event {kind}");
+    fn event(&self, e: &Entry, kind: &str, detail: serde_json::Value) {
+        info!(sandbox_id = %e.id, event = kind, %detail, "lifecycle");
+        if let Err(err) = self.catalog.append_event(&e.id, &event_kind(kind), &detail) {
+            warn!(sandbox_id = %e.id, error = %err, "could not record event {kind}");
         }
+        self.webhooks.notify(kind, &e.id, &e.template, &e.metadata);
     }
 }
 

@@ -65,8 +65,8 @@ pub trait Store: Send + Sync + 'static {
     fn put(&self, e: &Entry) -> anyhow::Result<()>;
     fn delete(&self, id: &SandboxId) -> anyhow::Result<()>;
     fn all(&self) -> anyhow::Result<Vec<Entry>>;
-    /// Records a lifecycle event.
-    fn event(&self, id: &SandboxId, kind: &str, detail: serde_json::Value);
+    /// Records a lifecycle event about `e` (and announces it to webhooks).
+    fn event(&self, e: &Entry, kind: &str, detail: serde_json::Value);
 }
 
 /// Errors of supervisor operations; `api::error` maps them to HTTP in one place.
@@ -379,7 +379,7 @@ impl Supervisor {
                 self.inner.store.delete(&e.id)?;
                 self.inner
                     .store
-                    .event(&e.id, "lost", serde_json::json!({"phase": e.phase.name()}));
+                    .event(&e, "lost", serde_json::json!({"phase": e.phase.name()}));
                 continue;
             };
             e.address = disk.map(|d| d.address).or(e.address);
@@ -648,7 +648,7 @@ impl Supervisor {
                 entry.end_at_ms = Some(now_ms() + entry.timeout_ms);
                 self.inner.store.put(&entry).map_err(SupError::Store)?;
                 self.inner.store.event(
-                    &id,
+                    &entry,
                     "created",
                     serde_json::json!({"template": entry.template, "address": address.to_string()}),
                 );
@@ -895,7 +895,13 @@ impl Owner {
                             e.timeout_ms = timeout_ms;
                             e.end_at_ms = Some(now_ms() + timeout_ms);
                         })
-                        .map(drop)
+                        .map(|e| {
+                            self.inner().store.event(
+                                &e,
+                                "updated",
+                                serde_json::json!({"timeoutMs": timeout_ms}),
+                            )
+                        })
                     }
                     _ => Err(SupError::NotRunning {
                         id: self.id.clone(),
@@ -963,14 +969,14 @@ impl Owner {
         };
         match blocking(move || rt.pause(&id, mode)).await {
             Ok(snap) => {
-                self.update(|e| {
+                let e = self.update(|e| {
                     e.phase = Phase::Paused;
                     e.end_at_ms = None;
                 })?;
                 self.stable = Stable::Paused;
                 self.handle.activity.set_deadline(u64::MAX);
                 self.inner().store.event(
-                    &self.id,
+                    &e,
                     "paused",
                     serde_json::json!({"generation": snap.generation, "bytes": snap.bytes, "memory": snap.memory}),
                 );
@@ -1020,7 +1026,7 @@ impl Owner {
                 self.handle.since_ms.store(now_ms(), Ordering::Relaxed);
                 self.inner()
                     .store
-                    .event(&self.id, "resumed", serde_json::json!({}));
+                    .event(&e, "resumed", serde_json::json!({}));
                 info!("sandbox resumed");
                 Ok(e)
             }
@@ -1055,7 +1061,8 @@ impl Owner {
                 return Err(e);
             }
         }
-        let token = self.handle.entry().token;
+        let entry = self.handle.entry();
+        let token = entry.token.clone();
         self.inner()
             .tokens
             .write()
@@ -1072,7 +1079,7 @@ impl Owner {
             .map_err(SupError::Store)?;
         self.inner()
             .store
-            .event(&self.id, "killed", serde_json::json!({}));
+            .event(&entry, "killed", serde_json::json!({}));
         info!("sandbox killed");
         Ok(())
     }
@@ -1129,7 +1136,7 @@ impl Owner {
             e.end_at_ms = Some(now_ms() + e.timeout_ms);
             self.inner().store.put(&e).map_err(SupError::Store)?;
             self.inner().store.event(
-                &e.id,
+                &e,
                 "created",
                 serde_json::json!({"forkOf": self.id.to_string()}),
             );

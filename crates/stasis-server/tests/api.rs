@@ -491,3 +491,296 @@ async fn legacy_connect_flow_and_info() {
         .any(|t| t["templateID"] == "base"));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_webhooks_are_delivered_signed() {
+    use std::sync::{Arc, Mutex};
+    // A local receiver that records every delivery.
+    let got: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/events/webhooks",
+            Some(json!({"name": "test", "url": hook_url, "enabled": true,
+                        "events": ["sandbox.lifecycle.created", "sandbox.lifecycle.paused",
+                                   "sandbox.lifecycle.resumed", "sandbox.lifecycle.killed"],
+                        "signatureSecret": "s3cret"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(v.get("signatureSecret").is_none());
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/events/webhooks",
+            Some(json!({"url": "ftp://x", "signatureSecret": "a"})),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_u64()), (400, Some(400)));
+
+    let (id, _) = srv
+        .create(json!({"templateID": "base", "metadata": {"owner": "me"}}))
+        .await;
+    srv.call(Method::POST, &format!("/sandboxes/{id}/pause"), None)
+        .await;
+    srv.call(
+        Method::POST,
+        &format!("/v2/sandboxes/{id}/connect"),
+        Some(json!({})),
+    )
+    .await;
+    srv.call(Method::DELETE, &format!("/sandboxes/{id}"), None)
+        .await;
+
+    let want = ["created", "paused", "resumed", "killed"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.lock().unwrap().len() < want.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries: {:?}",
+            got.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = got.lock().unwrap().clone();
+    let mut kinds = Vec::new();
+    for (headers, body) in &got {
+        let sig = headers.get("e2b-signature").unwrap().to_str().unwrap();
+        assert_eq!(
+            sig,
+            stasis_server::webhooks::signature("s3cret", body.as_bytes())
+        );
+        assert_eq!(headers.get("e2b-signature-version").unwrap(), "v1");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["sandboxId"], id);
+        assert_eq!(v["eventData"]["sandbox_metadata"]["owner"], "me");
+        kinds.push(
+            v["type"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sandbox.lifecycle.")
+                .to_owned(),
+        );
+    }
+    kinds.sort();
+    let mut w: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    w.sort();
+    assert_eq!(kinds, w);
+    // The event log outlives the sandbox.
+    let (s, v) = srv
+        .call(Method::GET, &format!("/events/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let types: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.first(), Some(&"sandbox.lifecycle.created"));
+    assert_eq!(types.last(), Some(&"sandbox.lifecycle.killed"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_reaches_any_port_streams_upgrades_and_is_cut_by_pause() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, token) = srv.create(json!({"templateID": "base"})).await;
+    // An HTTP server on port 8000 and a raw upgrade-and-echo server on 8001.
+    let echo = r#"
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8001)); s.listen()
+def serve(c):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += c.recv(1024)
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+    while True:
+        d = c.recv(1024)
+        if not d: break
+        c.sendall(d.upper())
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+    srv.run(
+        &id,
+        &token,
+        "mkdir -p /tmp/www && echo served-from-8000 > /tmp/www/index.html",
+    )
+    .await;
+    let start_bg = |cmd: String| {
+        let srv = &srv;
+        let (id, token) = (id.clone(), token.clone());
+        async move {
+            // Started detached: the agent keeps it running after the stream closes.
+            let msg = json!({"process": {"cmd": "/bin/bash", "args": ["-c", cmd]}, "stdin": false});
+            let payload = serde_json::to_vec(&msg).unwrap();
+            let mut body = vec![0u8];
+            body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            body.extend_from_slice(&payload);
+            let resp = srv
+                .http
+                .post(format!("{}/process.Process/Start", srv.url))
+                .header("Content-Type", "application/connect+json")
+                .header("E2b-Sandbox-Id", &id)
+                .header("X-Access-Token", &token)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            resp
+        }
+    };
+    let _http = start_bg("cd /tmp/www && exec python3 -m http.server 8000".into()).await;
+    let _echo = start_bg(format!("exec python3 -c '{}'", echo.replace('\'', "'\\''"))).await;
+    // Any port, by header and by Host.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = srv.proxied(&id, &token, 8000, "/index.html").await;
+        if r.status().as_u16() == 200 {
+            assert_eq!(r.text().await.unwrap(), "served-from-8000\n");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let st = r.status();
+            let (_, ps, _) = srv.run(&id, &token, "ps aux; ss -ltn").await;
+            panic!("port 8000 never answered: {st} {:?}\n{ps}", r.text().await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = srv
+        .http
+        .get(format!("{}/index.html", srv.url))
+        .header("Host", format!("8000-{id}.stasis.local"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // A protocol upgrade, then bytes both ways.
+    let addr = srv.url.trim_start_matches("http://").to_owned();
+    let mut upgraded = None;
+    for _ in 0..100 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nE2b-Sandbox-Id: {id}\r\nE2b-Sandbox-Port: 8001\r\nX-Access-Token: {token}\r\n\r\n"
+        ).as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 4096];
+        let n = c.read(&mut head).await.unwrap();
+        if String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101") {
+            upgraded = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut c = upgraded.expect("upgrade through the proxy");
+    c.write_all(b"hello through the tunnel").await.unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"HELLO THROUGH THE TUNNEL");
+
+    // A long-running stream is open; the pause cuts it and still succeeds.
+    let long = start_bg("sleep 600".into()).await;
+    let (s, v) = srv
+        .call(Method::POST, &format!("/sandboxes/{id}/pause"), None)
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let rest = tokio::time::timeout(Duration::from_secs(10), long.bytes()).await;
+    assert!(rest.is_ok(), "the stream was not closed by the pause");
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the upgraded connection was closed by the pause");
+    // After resume the listeners are back.
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            &format!("/v2/sandboxes/{id}/connect"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let r = srv.proxied(&id, &token, 8000, "/index.html").await;
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_wins_over_a_concurrent_pause_and_fork_copies() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, token) = srv.create(json!({"templateID": "base"})).await;
+    srv.run(&id, &token, "echo parent > /tmp/who").await;
+    // Fork: independent copies with their own ids and tokens.
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{id}/fork"),
+            Some(json!({"count": 2})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let forks = v.as_array().unwrap().clone();
+    assert_eq!(forks.len(), 2);
+    for f in &forks {
+        let (fid, ftok) = (
+            f["sandboxID"].as_str().unwrap(),
+            f["envdAccessToken"].as_str().unwrap(),
+        );
+        assert_ne!(fid, id);
+        assert_ne!(ftok, token);
+        let (code, out, _) = srv
+            .run(fid, ftok, &format!("cat /tmp/who; echo {fid} > /tmp/who"))
+            .await;
+        assert_eq!((code, out.as_str()), (0, "parent\n"));
+        // The parent's token does not reach the fork.
+        let r = srv
+            .http
+            .post(format!("{}/filesystem.Filesystem/Stat", srv.url))
+            .header("E2b-Sandbox-Id", fid)
+            .header("X-Access-Token", &token)
+            .header("content-type", "application/json")
+            .body(r#"{"path":"/"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    let (_, out, _) = srv.run(&id, &token, "cat /tmp/who").await;
+    assert_eq!(out, "parent\n");
+    // Pause and kill at once: the kill wins, nothing is left.
+    let pause_path = format!("/sandboxes/{id}/pause");
+    let kill_path = format!("/sandboxes/{id}");
+    let (p, k) = tokio::join!(srv.call(Method::POST, &pause_path, None), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        srv.call(Method::DELETE, &kill_path, None).await
+    });
+    assert_eq!(k.0, 204, "{k:?}");
+    assert!(p.0 == 204 || p.0 == 404, "{p:?}");
+    let (s, _) = srv.call(Method::GET, &kill_path, None).await;
+    assert_eq!(s, 404);
+    assert!(!dir.0.join("sandboxes").join(&id).exists());
+    assert!(!dir.0.join("snapshots").join(&id).exists());
+}

@@ -24,7 +24,8 @@ fn envelope(msg: &Value) -> Vec<u8> {
 
 /// A server-streaming Connect call read incrementally.
 struct Stream {
-    inner: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    inner:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: Vec<u8>,
     ended: bool,
 }
@@ -83,7 +84,10 @@ impl Stream {
     async fn until_output(&mut self, want: &str) -> String {
         let mut out = String::new();
         while !out.contains(want) {
-            let v = self.next().await.unwrap_or_else(|| panic!("stream ended before {want:?}; got {out:?}"));
+            let v = self
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("stream ended before {want:?}; got {out:?}"));
             let d = &v["event"]["data"];
             for k in ["stdout", "pty", "stderr"] {
                 if let Some(s) = d[k].as_str() {
@@ -123,7 +127,10 @@ async fn unary(srv: &TestServer, sb: &Sb, method: &str, msg: Value) -> (u16, Val
         .unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 async fn start(srv: &TestServer, sb: &Sb, cmd: &str, extra: Value) -> (Stream, u64) {
@@ -140,16 +147,24 @@ async fn start(srv: &TestServer, sb: &Sb, cmd: &str, extra: Value) -> (Stream, u
 }
 
 async fn pause_and_resume(srv: &TestServer, sb: &Sb) {
-    let (s, v) = srv.call(Method::POST, &format!("/sandboxes/{}/pause", sb.id), None).await;
+    let (s, v) = srv
+        .call(Method::POST, &format!("/sandboxes/{}/pause", sb.id), None)
+        .await;
     assert_eq!(s, 204, "{v}");
     let (s, v) = srv
-        .call(Method::POST, &format!("/v2/sandboxes/{}/connect", sb.id), Some(json!({"timeout": 120})))
+        .call(
+            Method::POST,
+            &format!("/v2/sandboxes/{}/connect", sb.id),
+            Some(json!({"timeout": 120})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
 }
 
 async fn new_sandbox(srv: &TestServer) -> Sb {
-    let (id, token) = srv.create(json!({"templateID": "base", "envVars": {"SANDBOX_WIDE": "yes"}})).await;
+    let (id, token) = srv
+        .create(json!({"templateID": "base", "envVars": {"SANDBOX_WIDE": "yes"}}))
+        .await;
     Sb { id, token }
 }
 
@@ -162,13 +177,22 @@ async fn commands_stream_and_report_exit_codes_users_and_env() {
     let (mut s, _) = start(&srv, &sb, "echo first; sleep 2; echo second", json!({})).await;
     let t = Instant::now();
     s.until_output("first").await;
-    assert!(t.elapsed() < Duration::from_millis(1500), "first line was buffered");
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "first line was buffered"
+    );
     s.until_output("second").await;
     let end = s.until_end().await;
     assert_eq!(end["exited"], true);
     assert!(s.next().await.is_none() && s.ended, "end-stream frame");
 
-    let (code, out, err) = srv.run(&sb.id, &sb.token, "whoami; echo $HOME $SANDBOX_WIDE; echo oops >&2; exit 3").await;
+    let (code, out, err) = srv
+        .run(
+            &sb.id,
+            &sb.token,
+            "whoami; echo $HOME $SANDBOX_WIDE; echo oops >&2; exit 3",
+        )
+        .await;
     assert_eq!(code, 3);
     assert_eq!(out, "user\n/home/user yes\n");
     assert_eq!(err, "oops\n");
@@ -180,31 +204,70 @@ async fn background_commands_stdin_signals_and_reattach() {
     let srv = TestServer::start(&dir).await;
     let sb = new_sandbox(&srv).await;
     // A background counter, detached from by dropping the stream.
-    let (s, pid) = start(&srv, &sb, "for i in $(seq 1 1000); do echo tick $i; sleep 0.1; done", json!({"tag": "ticker"})).await;
+    let (s, pid) = start(
+        &srv,
+        &sb,
+        "for i in $(seq 1 1000); do echo tick $i; sleep 0.1; done",
+        json!({"tag": "ticker"}),
+    )
+    .await;
     drop(s);
     // Re-attach by tag and by pid: new output keeps coming.
-    let mut by_tag = Stream::open(&srv, &sb, "process.Process/Connect", json!({"process": {"tag": "ticker"}})).await;
+    let mut by_tag = Stream::open(
+        &srv,
+        &sb,
+        "process.Process/Connect",
+        json!({"process": {"tag": "ticker"}}),
+    )
+    .await;
     by_tag.until_output("tick").await;
-    let mut by_pid = Stream::open(&srv, &sb, "process.Process/Connect", json!({"process": {"pid": pid}})).await;
+    let mut by_pid = Stream::open(
+        &srv,
+        &sb,
+        "process.Process/Connect",
+        json!({"process": {"pid": pid}}),
+    )
+    .await;
     by_pid.until_output("tick").await;
     // stdin.
     let (mut cat, cat_pid) = start(&srv, &sb, "cat", json!({"stdin": true})).await;
-    let (st, v) = unary(&srv, &sb, "process.Process/SendInput",
-        json!({"process": {"pid": cat_pid}, "input": {"stdin": B64.encode("hello stdin\n")}})).await;
+    let (st, v) = unary(
+        &srv,
+        &sb,
+        "process.Process/SendInput",
+        json!({"process": {"pid": cat_pid}, "input": {"stdin": B64.encode("hello stdin\n")}}),
+    )
+    .await;
     assert_eq!(st, 200, "{v}");
     cat.until_output("hello stdin").await;
-    let (st, _) = unary(&srv, &sb, "process.Process/CloseStdin", json!({"process": {"pid": cat_pid}})).await;
+    let (st, _) = unary(
+        &srv,
+        &sb,
+        "process.Process/CloseStdin",
+        json!({"process": {"pid": cat_pid}}),
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(cat.until_end().await["exitCode"].as_i64().unwrap_or(0), 0);
     // Signals.
-    let (st, _) = unary(&srv, &sb, "process.Process/SendSignal",
-        json!({"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"})).await;
+    let (st, _) = unary(
+        &srv,
+        &sb,
+        "process.Process/SendSignal",
+        json!({"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"}),
+    )
+    .await;
     assert_eq!(st, 200);
     let end = by_pid.until_end().await;
     assert!(end["status"].as_str().unwrap().contains("killed"), "{end}");
     // Unknown pid.
-    let (st, v) = unary(&srv, &sb, "process.Process/SendSignal",
-        json!({"process": {"pid": 999999}, "signal": "SIGNAL_SIGKILL"})).await;
+    let (st, v) = unary(
+        &srv,
+        &sb,
+        "process.Process/SendSignal",
+        json!({"process": {"pid": 999999}, "signal": "SIGNAL_SIGKILL"}),
+    )
+    .await;
     assert_eq!((st, v["code"].as_str()), (404, Some("not_found")), "{v}");
 }
 
@@ -216,20 +279,32 @@ async fn pty_sessions_resize_and_interrupt() {
     let msg = json!({"process": {"cmd": "/bin/bash", "args": ["-i", "-l"], "envs": {"TERM": "xterm"}},
                      "pty": {"size": {"cols": 80, "rows": 24}}});
     let mut s = Stream::open(&srv, &sb, "process.Process/Start", msg).await;
-    let pid = s.next().await.unwrap()["event"]["start"]["pid"].as_u64().unwrap();
+    let pid = s.next().await.unwrap()["event"]["start"]["pid"]
+        .as_u64()
+        .unwrap();
     let send = |text: &'static str| {
         let srv = &srv;
         let sb = &sb;
         async move {
-            let (st, v) = unary(srv, sb, "process.Process/SendInput",
-                json!({"process": {"pid": pid}, "input": {"pty": B64.encode(text)}})).await;
+            let (st, v) = unary(
+                srv,
+                sb,
+                "process.Process/SendInput",
+                json!({"process": {"pid": pid}, "input": {"pty": B64.encode(text)}}),
+            )
+            .await;
             assert_eq!(st, 200, "{v}");
         }
     };
     send("stty size\n").await;
     s.until_output("24 80").await;
-    let (st, _) = unary(&srv, &sb, "process.Process/Update",
-        json!({"process": {"pid": pid}, "pty": {"size": {"cols": 100, "rows": 30}}})).await;
+    let (st, _) = unary(
+        &srv,
+        &sb,
+        "process.Process/Update",
+        json!({"process": {"pid": pid}, "pty": {"size": {"cols": 100, "rows": 30}}}),
+    )
+    .await;
     assert_eq!(st, 200);
     send("stty size\n").await;
     s.until_output("30 100").await;
@@ -246,21 +321,43 @@ async fn files_upload_download_and_watch() {
     let dir = DataDir::new();
     let srv = TestServer::start(&dir).await;
     let sb = new_sandbox(&srv).await;
-    let mut watch = Stream::open(&srv, &sb, "filesystem.Filesystem/WatchDir",
-        json!({"path": "/home/user/watched"})).await_or_mkdir(&srv, &sb).await;
+    let mut watch = Stream::open(
+        &srv,
+        &sb,
+        "filesystem.Filesystem/WatchDir",
+        json!({"path": "/home/user/watched"}),
+    )
+    .await_or_mkdir(&srv, &sb)
+    .await;
     // 50 MB up and down, byte for byte.
-    let data: Vec<u8> = (0..50 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
-    let r = srv.http.post(format!("{}/files?path=/home/user/watched/big.bin", srv.url))
-        .header("E2b-Sandbox-Id", &sb.id).header("X-Access-Token", &sb.token)
+    let data: Vec<u8> = (0..50 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let r = srv
+        .http
+        .post(format!("{}/files?path=/home/user/watched/big.bin", srv.url))
+        .header("E2b-Sandbox-Id", &sb.id)
+        .header("X-Access-Token", &sb.token)
         .header("Content-Type", "application/octet-stream")
-        .body(data.clone()).send().await.unwrap();
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
-    let r = srv.http.get(format!("{}/files?path=/home/user/watched/big.bin", srv.url))
-        .header("E2b-Sandbox-Id", &sb.id).header("X-Access-Token", &sb.token)
-        .send().await.unwrap();
+    let r = srv
+        .http
+        .get(format!("{}/files?path=/home/user/watched/big.bin", srv.url))
+        .header("E2b-Sandbox-Id", &sb.id)
+        .header("X-Access-Token", &sb.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let back = r.bytes().await.unwrap();
-    assert!(back.len() == data.len() && back[..] == data[..], "round trip differs");
+    assert!(
+        back.len() == data.len() && back[..] == data[..],
+        "round trip differs"
+    );
     // The watch saw the file appear.
     let mut names = Vec::new();
     while !names.iter().any(|n: &String| n == "big.bin") {
@@ -271,12 +368,24 @@ async fn files_upload_download_and_watch() {
         }
     }
     // Ownership and listing.
-    let (st, v) = unary(&srv, &sb, "filesystem.Filesystem/Stat", json!({"path": "/home/user/watched/big.bin"})).await;
+    let (st, v) = unary(
+        &srv,
+        &sb,
+        "filesystem.Filesystem/Stat",
+        json!({"path": "/home/user/watched/big.bin"}),
+    )
+    .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["entry"]["owner"], "user");
     assert_eq!(v["entry"]["size"], (50 * 1024 * 1024).to_string());
-    let r = srv.http.get(format!("{}/files?path=/nope/missing", srv.url))
-        .header("E2b-Sandbox-Id", &sb.id).header("X-Access-Token", &sb.token).send().await.unwrap();
+    let r = srv
+        .http
+        .get(format!("{}/files?path=/nope/missing", srv.url))
+        .header("E2b-Sandbox-Id", &sb.id)
+        .header("X-Access-Token", &sb.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
 }
 
@@ -287,7 +396,13 @@ trait MkdirFirst {
 impl<F: std::future::Future<Output = Stream>> MkdirFirst for F {
     /// Creates the watched directory before opening the watch.
     async fn await_or_mkdir(self, srv: &TestServer, sb: &Sb) -> Stream {
-        let (st, v) = unary(srv, sb, "filesystem.Filesystem/MakeDir", json!({"path": "/home/user/watched"})).await;
+        let (st, v) = unary(
+            srv,
+            sb,
+            "filesystem.Filesystem/MakeDir",
+            json!({"path": "/home/user/watched"}),
+        )
+        .await;
         assert_eq!(st, 200, "{v}");
         let mut s = self.await;
         let first = s.next().await.expect("watch start");
@@ -306,12 +421,19 @@ async fn processes_pty_state_and_reattach_survive_pause_and_resume() {
     let msg = json!({"process": {"cmd": "/bin/bash", "args": ["-i"], "envs": {"TERM": "dumb"}},
                      "pty": {"size": {"cols": 80, "rows": 24}}, "tag": "shell"});
     let mut pty = Stream::open(&srv, &sb, "process.Process/Start", msg).await;
-    let pty_pid = pty.next().await.unwrap()["event"]["start"]["pid"].as_u64().unwrap();
+    let pty_pid = pty.next().await.unwrap()["event"]["start"]["pid"]
+        .as_u64()
+        .unwrap();
     let (st, _) = unary(&srv, &sb, "process.Process/SendInput",
         json!({"process": {"pid": pty_pid}, "input": {"pty": B64.encode("KEPT=held-in-memory-$((20+22))\n")}})).await;
     assert_eq!(st, 200);
-    let (st, _) = unary(&srv, &sb, "process.Process/SendInput",
-        json!({"process": {"pid": pty_pid}, "input": {"pty": B64.encode("echo set-$KEPT\n")}})).await;
+    let (st, _) = unary(
+        &srv,
+        &sb,
+        "process.Process/SendInput",
+        json!({"process": {"pid": pty_pid}, "input": {"pty": B64.encode("echo set-$KEPT\n")}}),
+    )
+    .await;
     assert_eq!(st, 200);
     pty.until_output("set-held-in-memory-42").await;
     drop(pty);
@@ -321,16 +443,34 @@ async fn processes_pty_state_and_reattach_survive_pause_and_resume() {
     // List still shows both processes.
     let (st, v) = unary(&srv, &sb, "process.Process/List", json!({})).await;
     assert_eq!(st, 200, "{v}");
-    let pids: Vec<u64> = v["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    let pids: Vec<u64> = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
     assert!(pids.contains(&sleep_pid) && pids.contains(&pty_pid), "{v}");
     // Connect re-attaches to the PTY shell, which still has its variable.
-    let mut again = Stream::open(&srv, &sb, "process.Process/Connect", json!({"process": {"tag": "shell"}})).await;
-    let (st, _) = unary(&srv, &sb, "process.Process/SendInput",
-        json!({"process": {"pid": pty_pid}, "input": {"pty": B64.encode("echo after-$KEPT\n")}})).await;
+    let mut again = Stream::open(
+        &srv,
+        &sb,
+        "process.Process/Connect",
+        json!({"process": {"tag": "shell"}}),
+    )
+    .await;
+    let (st, _) = unary(
+        &srv,
+        &sb,
+        "process.Process/SendInput",
+        json!({"process": {"pid": pty_pid}, "input": {"pty": B64.encode("echo after-$KEPT\n")}}),
+    )
+    .await;
     assert_eq!(st, 200);
     again.until_output("after-held-in-memory-42").await;
     // A command started after the resume works.
-    let (code, out, _) = srv.run(&sb.id, &sb.token, "echo fresh; pgrep -x sleep").await;
+    let (code, out, _) = srv
+        .run(&sb.id, &sb.token, "echo fresh; pgrep -x sleep")
+        .await;
     assert_eq!(code, 0);
     assert!(out.starts_with("fresh\n"), "{out}");
 }
