@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use stasis_runtime::template;
 
+mod sandbox_cmd;
+
 /// Default data directory of the server and the CLI.
-const DEFAULT_DATA_DIR: &str = "/var/lib/stasis";
+pub(crate) const DEFAULT_DATA_DIR: &str = "/var/lib/stasis";
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +60,20 @@ enum Cmd {
     Template {
         #[command(subcommand)]
         command: TemplateCmd,
+    },
+    /// Manage sandboxes on a running server: create, list, info, pause, resume, kill,
+    /// exec, cp, fork.
+    #[command(visible_alias = "sb")]
+    Sandbox {
+        #[command(flatten)]
+        conn: sandbox_cmd::ConnArgs,
+        #[command(subcommand)]
+        command: sandbox_cmd::SandboxCmd,
+    },
+    /// Print a shell completion script: `stasis completions bash > /etc/bash_completion.d/stasis`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -122,14 +138,30 @@ enum TemplateCmd {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match run(Cli::parse()) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs a command; returns the exit code.
+fn run(cli: Cli) -> Result<i32> {
     match cli.command {
+        Cmd::Sandbox { conn, command } => sandbox_cmd::run(&conn, command),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "stasis", &mut std::io::stdout());
+            Ok(0)
+        }
+        other => run_local(other).map(|()| 0),
+    }
+}
+
+/// The commands that work on this host's data dir, without a server.
+fn run_local(command: Cmd) -> Result<()> {
+    match command {
         Cmd::Serve {
             listen,
             data_dir,
@@ -158,6 +190,7 @@ fn run(cli: Cli) -> Result<()> {
             } => build_template(&name, &data_dir, mirror),
             TemplateCmd::List { data_dir, json } => list_templates(&data_dir, json),
         },
+        Cmd::Sandbox { .. } | Cmd::Completions { .. } => unreachable!("dispatched by run"),
     }
 }
 
@@ -175,11 +208,29 @@ fn build_template(name: &str, data_dir: &std::path::Path, mirror: Option<String>
     };
     let started = Instant::now();
     let mut step = 0usize;
+    // On a terminal: a spinner with the current step; otherwise (logs, CI) one line per
+    // step, as before.
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .expect("valid template"),
+        );
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb.set_message(format!("building template {}", recipe.name));
+        pb
+    });
     let outcome = template::build(data_dir, recipe, &mirror, &mut |line| {
         step += 1;
-        eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
-    })
-    .with_context(|| format!("building template {}", recipe.name))?;
+        match &bar {
+            Some(pb) => pb.set_message(line.to_string()),
+            None => eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64()),
+        }
+    });
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+    let outcome = outcome.with_context(|| format!("building template {}", recipe.name))?;
     match outcome {
         template::Outcome::Cached { rootfs } => {
             eprintln!(
