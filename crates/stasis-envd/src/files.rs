@@ -209,6 +209,15 @@ pub async fn upload(
         .unwrap_or("")
         .to_string();
     let stream = decoded_body(&headers, body)?;
+    // `X-Metadata-<key>: <value>` headers become the files' metadata.
+    let metadata: std::collections::BTreeMap<String, String> = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let key = name.as_str().strip_prefix("x-metadata-")?;
+            Some((key.to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .filter(|(k, _)| !k.is_empty())
+        .collect();
     let mut written = Vec::new();
     if content_type.to_ascii_lowercase().starts_with("multipart/") {
         let boundary = multer::parse_boundary(&content_type)
@@ -252,6 +261,16 @@ pub async fn upload(
             .ok_or_else(|| FilesError::BadRequest("path is required".into()))?;
         let path = resolve(&target, &user)?;
         written.push(write_file(&path, stream, &user, limit).await?);
+    }
+    if !metadata.is_empty() {
+        let paths: Vec<PathBuf> = written.iter().map(|w| PathBuf::from(&w.path)).collect();
+        tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .try_for_each(|p| fsys::write_metadata(p, &metadata))
+        })
+        .await
+        .map_err(|e| FilesError::Internal(format!("task failed: {e}")))??;
     }
     Ok(Json(written).into_response())
 }

@@ -182,27 +182,64 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Answers a request whose body was not forwarded. The body is read and dropped first
+/// (up to a small bound), so the client's keep-alive connection stays usable; if it
+/// cannot be, the answer says `Connection: close` so the client does not reuse a
+/// connection the server is about to drop.
+async fn answer_unread(body: Body, mut resp: Response) -> Response {
+    let drained = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        axum::body::to_bytes(body, 256 * 1024),
+    )
+    .await;
+    if !matches!(drained, Ok(Ok(_))) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 /// Forwards one request into a sandbox.
-pub async fn forward(sup: &Supervisor, mut req: Request<Body>) -> Response {
-    let (id, port) = route(sup, &req);
+pub async fn forward(sup: &Supervisor, req: Request<Body>) -> Response {
+    let mut req = req;
+    match route_or_reject(sup, &mut req).await {
+        Ok(up) => forward_to(sup, req, up).await,
+        Err(resp) => answer_unread(req.into_body(), resp).await,
+    }
+}
+
+/// Where a request goes, or the answer that refuses it.
+async fn route_or_reject(
+    sup: &Supervisor,
+    req: &mut Request<Body>,
+) -> Result<(SandboxId, u16, Upstream), Response> {
+    let (id, port) = route(sup, req);
     let Some(id_str) = id else {
-        return not_found(None);
+        return Err(not_found(None));
     };
     let Ok(id) = id_str.parse::<SandboxId>() else {
-        return not_found(Some(&id_str));
+        return Err(not_found(Some(&id_str)));
     };
     if port == ENVD_PORT && HOST_ONLY_PATHS.contains(&req.uri().path()) {
-        return (
+        return Err((
             StatusCode::FORBIDDEN,
             [(header::CONTENT_TYPE, "application/json")],
             r#"{"code":403,"message":"this path is reserved for the server"}"#,
         )
-            .into_response();
+            .into_response());
     }
-    let upstream: Upstream = match sup.upstream(&id).await {
-        Some(u) => u,
-        None => return not_found(Some(&id_str)),
-    };
+    match sup.upstream(&id).await {
+        Some(u) => Ok((id, port, u)),
+        None => Err(not_found(Some(&id_str))),
+    }
+}
+
+async fn forward_to(
+    sup: &Supervisor,
+    mut req: Request<Body>,
+    (id, port, upstream): (SandboxId, u16, Upstream),
+) -> Response {
+    let id_str = id.to_string();
     let addr = SocketAddr::from((upstream.address, port));
     let path_q = req
         .uri()

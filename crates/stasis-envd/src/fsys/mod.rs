@@ -193,8 +193,57 @@ pub fn entry_from_metadata(path: &Path, md: &std::fs::Metadata, names: &IdNames)
             .then(|| std::fs::read_link(path).ok())
             .flatten()
             .map(|t| t.to_string_lossy().into_owned()),
-        metadata: Default::default(),
+        metadata: read_metadata(path),
     }
+}
+
+/// Prefix of the extended attributes that hold user metadata of files
+/// (`files.write(…, {metadata})`, sent as `X-Metadata-<key>` headers).
+const METADATA_XATTR_PREFIX: &str = "user.e2b.";
+
+/// The user metadata of `path` (its `user.e2b.*` extended attributes), not following
+/// symlinks. Missing support for xattrs simply means no metadata.
+pub fn read_metadata(path: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut names = vec![0u8; 4096];
+    let Ok(n) = rustix::fs::llistxattr(path, &mut names) else {
+        return out;
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        let Some(key) = name.strip_prefix(METADATA_XATTR_PREFIX) else {
+            continue;
+        };
+        let mut value = vec![0u8; 4096];
+        if let Ok(len) = rustix::fs::lgetxattr(path, name, &mut value) {
+            out.insert(
+                key.to_owned(),
+                String::from_utf8_lossy(&value[..len]).into_owned(),
+            );
+        }
+    }
+    out
+}
+
+/// Stores user metadata on `path` as `user.e2b.<key>` extended attributes (keys are
+/// lower-cased, as HTTP header names arrive).
+pub fn write_metadata(
+    path: &Path,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<(), FsError> {
+    for (k, v) in metadata {
+        let name = format!("{METADATA_XATTR_PREFIX}{}", k.to_ascii_lowercase());
+        rustix::fs::lsetxattr(
+            path,
+            name.as_str(),
+            v.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(|e| FsError::io("set metadata", path, e.into()))?;
+    }
+    Ok(())
 }
 
 /// Creates `dir` and missing parents, giving each new directory to `user`.
