@@ -106,6 +106,18 @@ else
   say "CRIU installed: $("$CRIU_BIN" --version | head -1)"
 fi
 
+if [ "${STASIS_SETUP_TEST:-0}" = 1 ]; then
+  # The SDK conformance suite runs the official JavaScript SDKs on Node.js >= 20.
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "installing Node.js and npm from Debian"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null \
+      || die "could not install nodejs and npm"
+  fi
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$node_major" -ge 20 ] \
+    || die "the E2B SDK tests need Node.js >= 20, found $(node --version): install a newer Node.js"
+fi
+
 # Kernel facilities the runtime relies on.
 [ -e /proc/self/ns/user ] || die "kernel without user namespaces"
 grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true

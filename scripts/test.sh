@@ -16,6 +16,7 @@ cargo build --workspace --all-targets --locked
 
 echo "== template base (cached after the first build)"
 ./target/debug/stasis template build base --data-dir "$STASIS_TEST_DATA_DIR"
+./target/debug/stasis template build code-interpreter-v1 --data-dir "$STASIS_TEST_DATA_DIR"
 
 gc() {
   local d
@@ -37,6 +38,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 status=0
 cargo test --workspace --locked -- --test-threads=2 || status=$?
+
+echo "== the official E2B SDKs against a real server"
+tests/e2b-sdk/run.sh || status=$?
 
 echo "== leftovers"
 gc

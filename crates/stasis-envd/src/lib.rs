@@ -13,6 +13,7 @@
 #![deny(unsafe_code)] // `forbid` everywhere but `sys`, the one audited corner
 
 pub mod auth;
+pub mod code_interpreter;
 pub mod connect;
 pub mod fdio;
 pub mod files;
@@ -85,6 +86,8 @@ pub struct Config {
     pub reap: ReapMode,
     /// Input limits.
     pub limits: Limits,
+    /// A code interpreter to run and keep running as a child (`None`: none).
+    pub code_interpreter: Option<code_interpreter::Launch>,
 }
 
 impl Default for Config {
@@ -97,6 +100,7 @@ impl Default for Config {
             etc_dir: "/etc".into(),
             reap: ReapMode::Own,
             limits: Limits::default(),
+            code_interpreter: None,
         }
     }
 }
@@ -129,6 +133,11 @@ pub struct Shared {
     pub limits: Limits,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// The code interpreter the agent supervises.
+    pub code_interpreter: Option<code_interpreter::Launch>,
+    /// A random credential the agent gives only to the services it starts (the code
+    /// interpreter), accepted like the access token.
+    pub internal_token: String,
 }
 
 impl Shared {
@@ -174,7 +183,19 @@ pub fn state(config: Config) -> AppState {
         watchers: fsys::watch::Registry::default(),
         limits: config.limits,
         shutdown: CancellationToken::new(),
+        code_interpreter: config.code_interpreter,
+        internal_token: random_token(),
     })
+}
+
+/// 32 hex digits from the kernel's random source.
+fn random_token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The API's table of contents.
@@ -247,6 +268,14 @@ pub async fn serve_state(
 ) -> std::io::Result<()> {
     let stop = state.shutdown.clone();
     let reaper = tokio::spawn(state.procs.reaper().clone().run(stop.clone()));
+    let interpreter = state.code_interpreter.clone().map(|launch| {
+        tokio::spawn(code_interpreter::supervise(
+            state.procs.reaper().clone(),
+            launch,
+            state.internal_token.clone(),
+            stop.clone(),
+        ))
+    });
     tracing::info!(addr = ?listener.local_addr().ok(), version = ENVD_VERSION, "envd listening");
     let app = router(state.clone());
     let stop2 = stop.clone();
@@ -278,6 +307,9 @@ pub async fn serve_state(
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if let Some(i) = interpreter {
+        let _ = i.await;
     }
     let _ = reaper.await;
     result

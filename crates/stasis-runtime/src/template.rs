@@ -32,6 +32,8 @@ pub struct Recipe {
     pub pip: &'static [&'static str],
     /// The unprivileged user (uid 1000, passwordless sudo), as in E2B's templates.
     pub user: &'static str,
+    /// Commands run in the chroot after the pip step (program and arguments, no shell).
+    pub post: &'static [&'static [&'static str]],
 }
 
 /// The default template.
@@ -53,10 +55,49 @@ pub const BASE: Recipe = Recipe {
     ],
     pip: &[],
     user: "user",
+    post: &[],
+};
+
+/// `base` plus real Jupyter kernels (IPython and bash) and the scientific stack, for
+/// the code interpreter the agent serves on port 49999. The agent starts it when it
+/// finds a kernelspec under `/usr/local/share/jupyter/kernels` or
+/// `/usr/share/jupyter/kernels`.
+pub const CODE_INTERPRETER: Recipe = Recipe {
+    name: "code-interpreter-v1",
+    aliases: &["code-interpreter"],
+    suite: BASE.suite,
+    packages: BASE.packages,
+    pip: &[
+        "ipykernel",
+        "ipython",
+        "jupyter_client",
+        "bash_kernel",
+        "numpy",
+        "pandas",
+        "matplotlib",
+        "pillow",
+    ],
+    user: BASE.user,
+    post: &[
+        // bash_kernel ships no kernelspec until it is installed (into /usr/share/jupyter).
+        &["python3", "-m", "bash_kernel.install", "--sys-prefix"],
+        // Build the user's matplotlib font cache once here, not in every first plot.
+        &[
+            "runuser",
+            "-u",
+            "user",
+            "--",
+            "env",
+            "HOME=/home/user",
+            "python3",
+            "-c",
+            "import matplotlib.pyplot",
+        ],
+    ],
 };
 
 /// Every template this build knows how to make.
-pub const RECIPES: &[Recipe] = &[BASE];
+pub const RECIPES: &[Recipe] = &[BASE, CODE_INTERPRETER];
 
 /// The recipe for `name` or one of its aliases.
 pub fn recipe(name: &str) -> Option<&'static Recipe> {
@@ -76,6 +117,12 @@ impl Recipe {
             self.pip.join(","),
             self.user
         );
+        // Only recipes with post steps hash them, so existing stamps stay valid.
+        let mut text = text;
+        for step in self.post {
+            text.push_str(&step.join(" "));
+            text.push('\n');
+        }
         blake3::hash(text.as_bytes()).to_hex()[..16].to_owned()
     }
 }
@@ -135,12 +182,25 @@ pub fn rootfs_path(data_dir: &Path, name: &TemplateName) -> PathBuf {
 }
 
 fn chroot(root: &Path, args: &[&str]) -> Result<(), Cause> {
+    chroot_env(root, args, &[])
+}
+
+fn chroot_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<(), Cause> {
     let mut c = Command::new("chroot");
     c.arg(root)
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive");
+    for (k, v) in env {
+        c.env(k, v);
+    }
     cmd::run(c).map(drop)
 }
+
+/// The host's CA bundle, which pip inside the chroot must trust too (the host may reach
+/// PyPI through a proxy whose CA only the host's bundle holds).
+const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Where the host's bundle is copied in the chroot for the pip step (removed after).
+const CHROOT_CA_BUNDLE: &str = "run/stasis-host-ca.crt";
 
 /// Builds `recipe` under `data_dir` unless the current build matches it. `progress`
 /// receives one line per step (debootstrap's own progress included).
@@ -255,7 +315,23 @@ pub fn build(
             "--break-system-packages",
         ];
         args.extend(recipe.pip.iter().copied());
-        chroot(&rootfs, &args)?;
+        let ca = rootfs.join(CHROOT_CA_BUNDLE);
+        let mut env = Vec::new();
+        let ca_in_chroot = format!("/{CHROOT_CA_BUNDLE}");
+        if Path::new(HOST_CA_BUNDLE).exists() {
+            fs::copy(HOST_CA_BUNDLE, &ca).map_err(Cause::io(&ca))?;
+            // Debian's pip reads the bundle from requests' and OpenSSL's variables.
+            for var in ["PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"] {
+                env.push((var, ca_in_chroot.as_str()));
+            }
+        }
+        let result = chroot_env(&rootfs, &args, &env);
+        let _ = fs::remove_file(&ca);
+        result?;
+    }
+    for step in recipe.post {
+        progress(&step.join(" "));
+        chroot(&rootfs, step)?;
     }
     progress("cleaning package caches");
     for d in ["var/cache/apt/archives", "var/lib/apt/lists"] {
@@ -293,6 +369,12 @@ mod tests {
         changed.packages = &["bash"];
         assert_ne!(BASE.stamp(), changed.stamp());
         assert_eq!(BASE.stamp(), BASE.clone().stamp());
+        let code = recipe("code-interpreter").unwrap();
+        assert_eq!(code.name, "code-interpreter-v1");
+        assert!(code.pip.contains(&"ipykernel"));
+        let mut no_post = code.clone();
+        no_post.post = &[];
+        assert_ne!(code.stamp(), no_post.stamp());
     }
 
     #[test]
