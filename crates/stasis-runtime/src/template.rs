@@ -34,6 +34,9 @@ pub struct Recipe {
     pub user: &'static str,
     /// Commands run in the chroot after the pip step (program and arguments, no shell).
     pub post: &'static [&'static [&'static str]],
+    /// Ports inside the sandbox whose `GET /health` must answer before a new sandbox of
+    /// this template is handed out (besides the agent's own).
+    pub ready_ports: &'static [u16],
 }
 
 /// The default template.
@@ -56,6 +59,7 @@ pub const BASE: Recipe = Recipe {
     pip: &[],
     user: "user",
     post: &[],
+    ready_ports: &[],
 };
 
 /// `base` plus real Jupyter kernels (IPython and bash) and the scientific stack, for
@@ -94,6 +98,8 @@ pub const CODE_INTERPRETER: Recipe = Recipe {
             "import matplotlib.pyplot",
         ],
     ],
+    // The code interpreter the agent starts.
+    ready_ports: &[49999],
 };
 
 /// Every template this build knows how to make.

@@ -122,7 +122,17 @@ impl EnvdClient {
 
     /// Polls `GET /health` until the agent answers 2xx or `timeout` passes.
     pub async fn wait_healthy(&self, ip: Ipv4Addr, timeout: Duration) -> Result<(), EnvdError> {
-        let addr = SocketAddr::from((ip, ENVD_PORT));
+        self.wait_healthy_port(ip, ENVD_PORT, timeout).await
+    }
+
+    /// Polls `GET /health` on `port` until it answers 2xx or `timeout` passes.
+    pub async fn wait_healthy_port(
+        &self,
+        ip: Ipv4Addr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<(), EnvdError> {
+        let addr = SocketAddr::from((ip, port));
         let start = Instant::now();
         let mut delay = Duration::from_millis(5);
         loop {

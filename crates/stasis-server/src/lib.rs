@@ -91,10 +91,15 @@ pub struct Server {
 
 /// The templates this server can create sandboxes from: every built recipe, by name
 /// and alias.
-fn available_templates(
-    data_dir: &std::path::Path,
-) -> (BTreeMap<String, String>, Vec<wire::Template>) {
+type Templates = (
+    BTreeMap<String, String>,
+    BTreeMap<String, Vec<u16>>,
+    Vec<wire::Template>,
+);
+
+fn available_templates(data_dir: &std::path::Path) -> Templates {
     let mut names = BTreeMap::new();
+    let mut ports = BTreeMap::new();
     let mut list = Vec::new();
     for r in template::RECIPES {
         let name: stasis_types::TemplateName = r.name.parse().expect("recipe names are valid");
@@ -102,12 +107,13 @@ fn available_templates(
             continue;
         }
         names.insert(r.name.to_owned(), r.name.to_owned());
+        ports.insert(r.name.to_owned(), r.ready_ports.to_vec());
         for a in r.aliases {
             names.insert((*a).to_owned(), r.name.to_owned());
         }
         list.push(store::template_body(r));
     }
-    (names, list)
+    (names, ports, list)
 }
 
 impl Server {
@@ -136,11 +142,12 @@ impl Server {
         let catalog = Arc::new(
             Catalog::open(&db).with_context(|| format!("opening the catalog {}", db.display()))?,
         );
-        let (names, templates) = available_templates(&cfg.data_dir);
+        let (names, ready_ports, templates) = available_templates(&cfg.data_dir);
         let scfg = SupervisorConfig {
             envd_binary: cfg.envd_binary.clone(),
             ready_timeout: cfg.ready_timeout,
             templates: names,
+            ready_ports,
             default_resources: cfg.resources,
             disk_size_mb: 10 * 1024,
             client_id: "stasis".into(),

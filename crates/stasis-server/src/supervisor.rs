@@ -277,6 +277,9 @@ pub struct SupervisorConfig {
     pub ready_timeout: Duration,
     /// Templates that exist, by name and alias → canonical name.
     pub templates: BTreeMap<String, String>,
+    /// Per canonical template: ports whose `/health` must answer before a new sandbox
+    /// is handed out (the code interpreter's, for example).
+    pub ready_ports: BTreeMap<String, Vec<u16>>,
     pub default_resources: Resources,
     pub disk_size_mb: u64,
     pub client_id: String,
@@ -638,6 +641,17 @@ impl Supervisor {
                     id: id.clone(),
                     source,
                 })?;
+            let ports = self.inner.cfg.ready_ports.get(&template);
+            for port in ports.into_iter().flatten() {
+                self.inner
+                    .envd
+                    .wait_healthy_port(info.address, *port, self.inner.cfg.ready_timeout)
+                    .await
+                    .map_err(|source| SupError::Agent {
+                        id: id.clone(),
+                        source,
+                    })?;
+            }
             Ok::<_, SupError>(info.address)
         }
         .await;
