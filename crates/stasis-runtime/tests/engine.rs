@@ -305,10 +305,15 @@ fn a_failed_pause_leaves_the_sandbox_running() {
         rt.info(&sb.spec.id).unwrap().state,
         SandboxState::Running { .. }
     ));
+    let before = ask(addr_of(&sb), &json!({"op": "get"}));
     // And it still pauses normally.
-    rt.pause(&sb.spec.id, PauseMode::Full).unwrap();
-    rt.resume(&sb.spec.id).unwrap();
-    assert_eq!(wait_ready(addr_of(&sb))["x"], 1);
+    let snap = rt.pause(&sb.spec.id, PauseMode::Full).unwrap();
+    let resumed = rt.resume(&sb.spec.id).unwrap();
+    let after = wait_ready(addr_of(&sb));
+    assert_eq!(
+        after["x"], 1,
+        "before pause {before}, after resume {after}; snapshot {snap:?}; resumed {resumed:?}"
+    );
 }
 
 #[test]
