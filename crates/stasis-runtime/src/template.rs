@@ -37,6 +37,8 @@ pub struct Recipe {
     /// Ports inside the sandbox whose `GET /health` must answer before a new sandbox of
     /// this template is handed out (besides the agent's own).
     pub ready_ports: &'static [u16],
+    /// Files written into the rootfs after the pip step: (absolute path, contents).
+    pub files: &'static [(&'static str, &'static str)],
 }
 
 /// The default template.
@@ -60,6 +62,7 @@ pub const BASE: Recipe = Recipe {
     user: "user",
     post: &[],
     ready_ports: &[],
+    files: &[],
 };
 
 /// `base` plus real Jupyter kernels (IPython and bash) and the scientific stack, for
@@ -80,6 +83,7 @@ pub const CODE_INTERPRETER: Recipe = Recipe {
         "pandas",
         "matplotlib",
         "pillow",
+        "e2b-charts",
     ],
     user: BASE.user,
     post: &[
@@ -100,6 +104,16 @@ pub const CODE_INTERPRETER: Recipe = Recipe {
     ],
     // The code interpreter the agent starts.
     ready_ports: &[49999],
+    files: &[
+        (
+            "/usr/local/share/stasis/ipython_startup.py",
+            include_str!("template_files/ipython_startup.py"),
+        ),
+        (
+            "/etc/ipython/ipython_kernel_config.py",
+            include_str!("template_files/ipython_kernel_config.py"),
+        ),
+    ],
 };
 
 /// Every template this build knows how to make.
@@ -123,11 +137,16 @@ impl Recipe {
             self.pip.join(","),
             self.user
         );
-        // Only recipes with post steps hash them, so existing stamps stay valid.
+        // Only recipes with post steps or files hash them, so existing stamps stay valid.
         let mut text = text;
         for step in self.post {
             text.push_str(&step.join(" "));
             text.push('\n');
+        }
+        for (path, contents) in self.files {
+            text.push_str(path);
+            text.push('\n');
+            text.push_str(contents);
         }
         blake3::hash(text.as_bytes()).to_hex()[..16].to_owned()
     }
@@ -334,6 +353,14 @@ pub fn build(
         let result = chroot_env(&rootfs, &args, &env);
         let _ = fs::remove_file(&ca);
         result?;
+    }
+    for (path, contents) in recipe.files {
+        let dst = rootfs.join(path.trim_start_matches('/'));
+        progress(&format!("writing {path}"));
+        if let Some(dir) = dst.parent() {
+            fs::create_dir_all(dir).map_err(Cause::io(dir))?;
+        }
+        fs::write(&dst, contents).map_err(Cause::io(&dst))?;
     }
     for step in recipe.post {
         progress(&step.join(" "));

@@ -115,6 +115,10 @@ async fn rich_outputs_errors_and_streaming() {
         .unwrap_or_else(|| panic!("no png in {lines:?}"));
     assert!(png["png"].as_str().unwrap().starts_with("iVBORw0KGgo"));
     assert_eq!(png["is_main_result"], false);
+    // …with the chart described as data.
+    assert_eq!(png["chart"]["type"], "line", "{png}");
+    let elements = png["chart"]["elements"].as_array().expect("chart elements");
+    assert_eq!(elements.len(), 1, "{png}");
 
     // pandas → html
     let lines = run(
@@ -130,6 +134,11 @@ async fn rich_outputs_errors_and_streaming() {
         .unwrap_or_else(|| panic!("no result in {lines:?}"));
     assert!(r["html"].as_str().unwrap().contains("<table"), "{r}");
     assert_eq!(r["is_main_result"], true);
+    assert_eq!(
+        r["data"],
+        serde_json::json!({"a": [1, 2], "b": ["x", "y"]}),
+        "{r}"
+    );
     assert!(r["text"].as_str().unwrap().contains('a'));
 
     // an exception is an error line with a traceback, and the kernel goes on
