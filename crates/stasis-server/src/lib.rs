@@ -216,8 +216,16 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
         let addr = listener.local_addr()?;
         info!(%addr, "serving");
+        // Streams (command output, NDJSON results) are many small writes: without
+        // TCP_NODELAY each would wait for the client's delayed ACK (~40 ms).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;
