@@ -6,8 +6,8 @@
 //! (data dir and sandbox id). A lease whose owner's sandbox directory no longer exists is
 //! stale and may be taken over.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use stasis_types::SandboxId;
@@ -57,15 +57,18 @@ impl LeasePool {
     }
 
     /// Takes the lease `key` for `owner`. True if it is now held by `owner`.
+    ///
+    /// A lease file appears with its owner already in it (written to a temporary file,
+    /// then hard-linked into place, which fails if the name exists), so a concurrent
+    /// reader never sees an empty lease and mistakes it for a stale one.
     pub fn try_acquire(&self, key: &str, owner: &Owner) -> Result<bool, Cause> {
         fs::create_dir_all(&self.dir).map_err(Cause::io(&self.dir))?;
         let path = self.path(key);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut f) => {
-                f.write_all(owner.encode().as_bytes())
-                    .map_err(Cause::io(&path))?;
-                Ok(true)
-            }
+        let tmp = self.dir.join(format!(".{key}.{}", SandboxId::generate()));
+        fs::write(&tmp, owner.encode()).map_err(Cause::io(&tmp))?;
+        let linked = fs::hard_link(&tmp, &path);
+        let outcome = match linked {
+            Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let holder = fs::read_to_string(&path)
                     .ok()
@@ -73,17 +76,20 @@ impl LeasePool {
                 match holder {
                     Some(h) if &h == owner => Ok(true),
                     Some(h) if h.is_live() => Ok(false),
-                    _ => {
+                    // Unreadable leases are never taken over: only a lease whose owner
+                    // is known to be gone is stale.
+                    None => Ok(false),
+                    Some(_) => {
                         // Stale: replace it atomically.
-                        let tmp = self.dir.join(format!(".{key}.{}", std::process::id()));
-                        fs::write(&tmp, owner.encode()).map_err(Cause::io(&tmp))?;
                         fs::rename(&tmp, &path).map_err(Cause::io(&path))?;
-                        Ok(true)
+                        return Ok(true);
                     }
                 }
             }
             Err(e) => Err(Cause::io(&path)(e)),
-        }
+        };
+        let _ = fs::remove_file(&tmp);
+        outcome
     }
 
     /// Gives the lease back if `owner` holds it.
@@ -147,6 +153,9 @@ mod tests {
             .acquire_first(["5", "6"].into_iter().map(String::from), &b)
             .unwrap();
         assert_eq!(got.as_deref(), Some("6"));
+        // An unreadable lease is held, not stale.
+        fs::write(tmp.path().join("leases/7"), "").unwrap();
+        assert!(!pool.try_acquire("7", &a).unwrap());
         // a's sandbox disappears: its lease is stale.
         fs::remove_dir_all(data.join("sandboxes/a")).unwrap();
         assert!(pool.try_acquire("5", &b).unwrap());
@@ -157,5 +166,52 @@ mod tests {
         );
         pool.release("5", &b);
         assert!(!tmp.path().join("leases/5").exists());
+    }
+}
+
+#[cfg(test)]
+mod race {
+    use super::*;
+
+    #[test]
+    fn concurrent_acquirers_never_share_a_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let pool = LeasePool::new(tmp.path().join("leases"));
+        let owners: Vec<Owner> = (0..8)
+            .map(|i| {
+                let id: SandboxId = format!("s{i}").parse().unwrap();
+                fs::create_dir_all(data.join("sandboxes").join(id.as_str())).unwrap();
+                Owner {
+                    data_dir: data.clone(),
+                    id,
+                }
+            })
+            .collect();
+        for _round in 0..50 {
+            let got: Vec<Option<String>> = std::thread::scope(|s| {
+                let handles: Vec<_> = owners
+                    .iter()
+                    .map(|o| {
+                        let pool = pool.clone();
+                        s.spawn(move || {
+                            pool.acquire_first((0..16).map(|k| k.to_string()), o)
+                                .unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut keys: Vec<String> = got.into_iter().map(|k| k.unwrap()).collect();
+            keys.sort();
+            let n = keys.len();
+            keys.dedup();
+            assert_eq!(keys.len(), n, "two owners got the same key");
+            for o in &owners {
+                for key in 0..16 {
+                    pool.release(&key.to_string(), o);
+                }
+            }
+        }
     }
 }
