@@ -94,20 +94,7 @@ impl Client {
     /// Connects to a sandbox, resuming it if it is paused. `timeout` (default 300 s)
     /// becomes its new time to live, or extends a running sandbox's.
     pub async fn connect(&self, id: &str, timeout: Option<Duration>) -> Result<Sandbox> {
-        let body = wire::ConnectSandbox {
-            timeout: timeout.map(secs),
-            memory: None,
-        };
-        let a = self
-            .call(
-                Method::POST,
-                &format!("/v2/sandboxes/{}/connect", seg(id)?),
-                Some(&body),
-                Some(id),
-            )
-            .await?;
-        let body: wire::Sandbox = parse(&a.body, "connect")?;
-        Ok(Sandbox::from_wire(self.clone(), body))
+        self.resume(id, timeout).await.map(|(sandbox, _)| sandbox)
     }
 
     /// Like [`connect`](Self::connect), and tells whether a paused sandbox was resumed

@@ -26,6 +26,14 @@ use tokio::sync::mpsc;
 /// Default keepalive interval when the client sends no `Keepalive-Ping-Interval`.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(90);
 
+/// Resolves at `deadline` (a stream's `Connect-Timeout-Ms`), or never without one.
+pub async fn until_deadline(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A unary response: the JSON message or a Connect error.
 pub struct Unary<T>(pub Result<T, ConnectError>);
 

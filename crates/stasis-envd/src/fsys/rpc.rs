@@ -186,12 +186,7 @@ pub async fn watch_dir(State(s): State<AppState>, headers: HeaderMap, body: Body
                         return;
                     }
                 }
-                _ = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                _ = crate::connect::until_deadline(deadline) => {
                     tx.end(Some(ConnectError::new(Code::DeadlineExceeded, "connect timeout elapsed"))).await;
                     return;
                 }

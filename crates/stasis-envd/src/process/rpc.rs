@@ -177,12 +177,7 @@ async fn forward(
                     return;
                 }
             }
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            _ = crate::connect::until_deadline(deadline) => {
                 tx.end(Some(ConnectError::new(Code::DeadlineExceeded, "connect timeout elapsed"))).await;
                 return;
             }
