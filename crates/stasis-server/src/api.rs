@@ -241,11 +241,8 @@ pub async fn connect(
     let id = sandbox_id(&id)?;
     let b: wire::ConnectSandbox = body("connect", req).await?;
     let timeout = b.timeout_secs().map_err(|e| ApiError(e.into()))?;
-    let timeout_ms = b.timeout.map(|_| timeout as u64 * 1000);
-    let (e, how) = st
-        .sup
-        .connect(&id, timeout_ms.or(Some(timeout as u64 * 1000)))
-        .await?;
+    // The timeout (given, or the 300 s default) is the new window.
+    let (e, how) = st.sup.connect(&id, Some(timeout as u64 * 1000)).await?;
     let status = match how {
         Connected::AlreadyRunning => StatusCode::OK,
         Connected::Resumed => StatusCode::CREATED,
