@@ -135,9 +135,13 @@ pub(crate) fn delete_link(name: &str) -> Result<(), Cause> {
     }
 }
 
-/// Creates the bridge and the nftables table if they are missing. Idempotent.
+/// Creates the bridge and the nftables table if they are missing. Idempotent, and
+/// serialised host-wide: runtimes starting at the same moment on a fresh host (a test
+/// suite's parallel servers) would otherwise both add the gateway address (one fails
+/// with "Address already assigned") and both load the table (its rules twice).
 pub(crate) fn ensure_host_network(cfg: &NetworkConfig) -> Result<(), Cause> {
     cfg.validate()?;
+    let _setup = lock_host_network(&cfg.bridge)?;
     if !link_exists(&cfg.bridge) {
         let mut c = ip();
         c.args(["link", "add", &cfg.bridge, "type", "bridge"]);
@@ -177,6 +181,25 @@ pub(crate) fn ensure_host_network(cfg: &NetworkConfig) -> Result<(), Cause> {
         cmd::run_with_input(c, ruleset.as_bytes())?;
     }
     Ok(())
+}
+
+/// Holds `/run/stasis/net-{bridge}.lock` until dropped (waits for another holder).
+fn lock_host_network(bridge: &str) -> Result<fs::File, Cause> {
+    use rustix::fs::{flock, FlockOperation};
+    let dir = Path::new("/run/stasis");
+    fs::create_dir_all(dir).map_err(Cause::io(dir))?;
+    let path = dir.join(format!("net-{bridge}.lock"));
+    let f = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(Cause::io(&path))?;
+    flock(&f, FlockOperation::LockExclusive).map_err(|e| Cause::Sys {
+        what: format!("flock {}", path.display()),
+        source: e.into(),
+    })?;
+    Ok(f)
 }
 
 /// The nftables table that confines sandbox traffic (input to the host: replies only;

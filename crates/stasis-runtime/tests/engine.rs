@@ -448,3 +448,63 @@ fn bad_requests_get_typed_errors() {
     ));
     let _ = SocketAddr::from(([127, 0, 0, 1], 0));
 }
+
+/// Removes a bridge and its nftables table, also when the test fails.
+struct HostNetwork(&'static str);
+
+impl Drop for HostNetwork {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", self.0])
+            .output();
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &format!("stasis_{}", self.0)])
+            .output();
+    }
+}
+
+#[test]
+fn runtimes_starting_together_on_a_fresh_host_set_up_one_network() {
+    // A bridge of this test's own, so that it is new and no other test uses it.
+    let net = HostNetwork("stasisq0");
+    drop(HostNetwork(net.0));
+    let dirs: Vec<PrivateDir> = (0..4).map(|_| PrivateDir::new()).collect();
+    let configs: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            let mut cfg = d.config();
+            cfg.network.bridge = net.0.into();
+            cfg.network.subnet = std::net::Ipv4Addr::new(10, 251, 0, 0);
+            cfg
+        })
+        .collect();
+    let barrier = std::sync::Barrier::new(configs.len());
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = configs
+            .into_iter()
+            .map(|cfg| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    RuncRuntime::new(cfg).map(drop)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in results {
+        r.expect("every runtime starts");
+    }
+    let table = std::process::Command::new("nft")
+        .args(["list", "table", "inet", "stasis_stasisq0"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(table.matches("masquerade").count(), 1, "{table}");
+    let addrs = std::process::Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "dev", net.0])
+        .output()
+        .unwrap();
+    let addrs = String::from_utf8_lossy(&addrs.stdout);
+    assert_eq!(addrs.matches("10.251.0.1/16").count(), 1, "{addrs}");
+}
