@@ -94,10 +94,16 @@ type ApiResult<T> = Result<T, ApiError>;
 async fn body<T: DeserializeOwned>(what: &'static str, req: Request) -> ApiResult<T> {
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
-        .map_err(|_| {
-            wire::ErrorBody::bad_request(format!(
-                "request body is larger than {MAX_BODY} bytes or could not be read"
-            ))
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                wire::ErrorBody::bad_request(format!(
+                    "request body is larger than {MAX_BODY} bytes"
+                ))
+            } else {
+                wire::ErrorBody::bad_request(format!("cannot read request body: {e}"))
+            }
         })?;
     wire::parse_body(what, &bytes).map_err(|e| ApiError(wire::ErrorBody::from(e)))
 }

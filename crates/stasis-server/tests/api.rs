@@ -128,7 +128,8 @@ async fn bad_requests_get_e2b_errors() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], 400);
-    // Oversized body.
+    // Oversized body: 400, and the client is told not to reuse the connection the
+    // rest of the body is still on (its next request below would fail otherwise).
     let big = "x".repeat(2 << 20);
     let r = srv
         .req(Method::POST, "/v2/sandboxes")
@@ -140,7 +141,13 @@ async fn bad_requests_get_e2b_errors() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], 400);
+    assert_eq!(r.headers()["connection"], "close");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], 400);
+    assert!(
+        v["message"].as_str().unwrap().contains("larger than"),
+        "{v}"
+    );
     // Unknown template, bad timeout.
     let (s, v) = srv
         .call(
