@@ -91,6 +91,19 @@ impl NetworkConfig {
         Ipv4Addr::from(u32::from(self.subnet) + 1)
     }
 
+    /// The bridge's MAC address: fixed, locally administered and derived from its name.
+    /// A Linux bridge left to itself takes the lowest MAC among its ports, so adding or
+    /// removing one sandbox's veth would change the gateway's MAC under every other
+    /// sandbox, whose ARP entries would then send replies nowhere until they expire.
+    pub fn bridge_mac(&self) -> String {
+        let h = blake3::hash(self.bridge.as_bytes());
+        let b = h.as_bytes();
+        format!(
+            "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4]
+        )
+    }
+
     /// Addresses that may be given to sandboxes, in order.
     pub fn host_addresses(&self) -> impl Iterator<Item = Ipv4Addr> {
         let base = u32::from(self.subnet);
@@ -151,6 +164,16 @@ pub(crate) fn ensure_host_network(cfg: &NetworkConfig) -> Result<(), Cause> {
                 return Err(e);
             }
         }
+    }
+    let mac = cfg.bridge_mac();
+    let mac_file = Path::new("/sys/class/net")
+        .join(&cfg.bridge)
+        .join("address");
+    let current = fs::read_to_string(&mac_file).map_err(Cause::io(&mac_file))?;
+    if current.trim() != mac {
+        let mut c = ip();
+        c.args(["link", "set", "dev", &cfg.bridge, "address", &mac]);
+        cmd::run(c)?;
     }
     let gw = format!("{}/{}", cfg.gateway(), cfg.prefix);
     let addrs = {
@@ -398,6 +421,20 @@ mod tests {
             ..NetworkConfig::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn bridge_macs_are_unicast_local_and_per_bridge() {
+        let a = NetworkConfig::default();
+        let mac = a.bridge_mac();
+        assert_eq!(mac.len(), 17);
+        assert!(mac.starts_with("02:"), "{mac}");
+        assert_eq!(mac, NetworkConfig::default().bridge_mac());
+        let b = NetworkConfig {
+            bridge: "stasist0".into(),
+            ..NetworkConfig::default()
+        };
+        assert_ne!(mac, b.bridge_mac());
     }
 
     #[test]

@@ -508,3 +508,29 @@ fn runtimes_starting_together_on_a_fresh_host_set_up_one_network() {
     let addrs = String::from_utf8_lossy(&addrs.stdout);
     assert_eq!(addrs.matches("10.251.0.1/16").count(), 1, "{addrs}");
 }
+
+#[test]
+fn the_gateway_mac_stays_put_as_sandboxes_come_and_go() {
+    // A bridge takes the lowest MAC of its ports unless it has one of its own; then a
+    // sandbox's veth coming or going changes the gateway's MAC under the other
+    // sandboxes, and their replies go nowhere until their ARP entries expire.
+    let rt = runtime();
+    let mac_file = format!("/sys/class/net/{}/address", config().network.bridge);
+    let want = config().network.bridge_mac();
+    let mac = || {
+        std::fs::read_to_string(&mac_file)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(mac(), want);
+    let a = create(&rt);
+    let b = create(&rt);
+    assert_eq!(mac(), want);
+    rt.kill(a.id()).unwrap();
+    assert_eq!(mac(), want);
+    // The other sandbox answers at once.
+    assert_eq!(b.ask(json!({"op": "set", "value": 7}))["ok"], true);
+    drop(b);
+    assert_eq!(mac(), want);
+}
