@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use common::*;
 use stasis_client::{SandboxQuery, SandboxState};
+use stasis_server::testing::{bin_dir, shared_data_dir};
 
 fn example(name: &str) -> PathBuf {
-    let p = target_dir().join("examples").join(name);
+    let p = bin_dir().join("examples").join(name);
     assert!(
         p.exists(),
         "{} missing: build the examples first (cargo build -p stasis-client --examples)",

@@ -3,42 +3,14 @@
 //!
 //! Needs root, the `code-interpreter-v1` template in `$STASIS_TEST_DATA_DIR` (default
 //! `/var/lib/stasis-test`) and `stasis-envd` / `stasis-netns-hook` built next to this
-//! bench (`cargo build --workspace --release`, or set `STASIS_BENCH_BIN_DIR`).
+//! bench (`cargo build --workspace --release`, or set `STASIS_TEST_BIN_DIR`).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use stasis_runtime::{NetworkConfig, RuncRuntime, Runtime, RuntimeConfig};
-use stasis_server::{Server, ServerConfig};
+use stasis_server::testing::{bin_dir, template_built, DataDir, Serving, API_KEY};
 
-const API_KEY: &str = "e2b_00000000000000000000000000000000000000bb";
 const TEMPLATE: &str = "code-interpreter-v1";
-
-fn network() -> NetworkConfig {
-    NetworkConfig {
-        bridge: "stasist0".into(),
-        subnet: std::net::Ipv4Addr::new(10, 249, 0, 0),
-        prefix: 16,
-    }
-}
-
-struct Dir(PathBuf, PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let mut rc = RuntimeConfig::new(&self.0, self.1.join("stasis-netns-hook"));
-        rc.network = network();
-        if let Ok(rt) = RuncRuntime::new(rc) {
-            if let Ok(all) = rt.adopt() {
-                for s in all {
-                    let _ = rt.kill(&s.spec.id);
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
@@ -74,45 +46,16 @@ async fn run_code(
 
 #[tokio::main]
 async fn main() {
-    let shared = std::env::var_os("STASIS_TEST_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/var/lib/stasis-test".into());
-    let bins = std::env::var_os("STASIS_BENCH_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().unwrap();
-            exe.parent().unwrap().parent().unwrap().to_owned()
-        });
-    let tpl = shared.join("templates").join(TEMPLATE);
-    if !tpl.join("rootfs").exists() || !bins.join("stasis-envd").exists() {
+    if !template_built(TEMPLATE) || !bin_dir().join("stasis-envd").exists() {
         eprintln!(
-            "skipped: needs {} and {}",
-            tpl.display(),
-            bins.join("stasis-envd").display()
+            "skipped: needs template {TEMPLATE} built and {}",
+            bin_dir().join("stasis-envd").display()
         );
         return;
     }
-    let dir = shared
-        .join("servers")
-        .join(format!("bench-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::os::unix::fs::symlink(&tpl, dir.join("templates").join(TEMPLATE)).unwrap();
-    let _guard = Dir(dir.clone(), bins.clone());
-
-    let mut cfg = ServerConfig::new(&dir, API_KEY.into(), &bins);
-    cfg.network = network();
-    cfg.allow_internet = false;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = Server::start(cfg).await.expect("server start");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = server
-            .serve(listener, async {
-                let _ = stop_rx.await;
-            })
-            .await;
-    });
+    let dir = DataDir::new();
+    let serving = Serving::start(dir.config()).await;
+    let url = serving.url.clone();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -197,6 +140,5 @@ async fn main() {
         .header("X-API-KEY", API_KEY)
         .send()
         .await;
-    let _ = stop_tx.send(());
-    let _ = task.await;
+    serving.stop().await;
 }

@@ -68,21 +68,11 @@ async fn main() {
         create.push(t.elapsed().as_secs_f64());
 
         let t = Instant::now();
-        let (s, _) = srv
-            .call(Method::POST, &format!("/sandboxes/{id}/pause"), None)
-            .await;
-        assert_eq!(s, 204);
+        srv.pause(&id).await;
         pause.push(t.elapsed().as_secs_f64());
 
         let t = Instant::now();
-        let (s, _) = srv
-            .call(
-                Method::POST,
-                &format!("/v2/sandboxes/{id}/connect"),
-                Some(json!({})),
-            )
-            .await;
-        assert_eq!(s, 201);
+        srv.connect(&id).await;
         let (code, _, _) = srv.run(&id, &token, "true").await;
         assert_eq!(code, 0);
         resume.push(t.elapsed().as_secs_f64());

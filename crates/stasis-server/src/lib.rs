@@ -18,6 +18,8 @@ pub mod lifecycle;
 pub mod proxy;
 pub mod store;
 pub mod supervisor;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod webhooks;
 
 use std::collections::BTreeMap;

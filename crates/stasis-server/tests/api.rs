@@ -19,28 +19,14 @@ async fn create_run_pause_connect_cat_kill() {
         .await;
     assert_eq!(code, 0, "{err}");
 
-    let (s, v) = srv
-        .call(
-            Method::POST,
-            &format!("/sandboxes/{id}/pause"),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(s, 204, "{v}");
+    srv.pause(&id).await;
     assert_eq!(srv.state(&id).await.as_deref(), Some("paused"));
     // While paused, traffic gets E2B's 502 "not found".
     let r = srv.proxied(&id, &token, 49983, "/health").await;
     assert_eq!(r.status().as_u16(), 502);
     assert!(r.text().await.unwrap().contains("was not found"));
 
-    let (s, v) = srv
-        .call(
-            Method::POST,
-            &format!("/v2/sandboxes/{id}/connect"),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    let v = srv.connect(&id).await;
     assert_eq!(v["envdAccessToken"], token, "same token after resume");
     let (code, out, _) = srv.run(&id, &token, "cat /tmp/file.txt").await;
     assert_eq!((code, out.as_str()), (0, "Hello World\n"));
@@ -243,10 +229,7 @@ async fn list_filters_by_state_and_pages() {
         ids.push(id);
     }
     for id in &ids[..4] {
-        let (s, _) = srv
-            .call(Method::POST, &format!("/sandboxes/{id}/pause"), None)
-            .await;
-        assert_eq!(s, 204);
+        srv.pause(id).await;
     }
     let mut seen = Vec::new();
     let mut next: Option<String> = None;
@@ -372,10 +355,7 @@ async fn auto_resume_through_the_proxy() {
         .create(json!({"templateID": "base", "autoPause": true, "autoResume": {"enabled": true}}))
         .await;
     srv.run(&id, &token, "echo before > /tmp/x").await;
-    let (s, _) = srv
-        .call(Method::POST, &format!("/sandboxes/{id}/pause"), None)
-        .await;
-    assert_eq!(s, 204);
+    srv.pause(&id).await;
     // Traffic for the paused sandbox resumes it, then is served.
     let (code, out, _) = srv.run(&id, &token, "cat /tmp/x").await;
     assert_eq!((code, out.as_str()), (0, "before\n"));
@@ -710,10 +690,7 @@ while True:
 
     // A long-running stream is open; the pause cuts it and still succeeds.
     let long = start_bg("sleep 600".into()).await;
-    let (s, v) = srv
-        .call(Method::POST, &format!("/sandboxes/{id}/pause"), None)
-        .await;
-    assert_eq!(s, 204, "{v}");
+    srv.pause(&id).await;
     let rest = tokio::time::timeout(Duration::from_secs(10), long.bytes()).await;
     assert!(rest.is_ok(), "the stream was not closed by the pause");
     let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
@@ -722,14 +699,7 @@ while True:
         .unwrap_or(0);
     assert_eq!(n, 0, "the upgraded connection was closed by the pause");
     // After resume the listeners are back.
-    let (s, _) = srv
-        .call(
-            Method::POST,
-            &format!("/v2/sandboxes/{id}/connect"),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(s, 201);
+    srv.connect(&id).await;
     let r = srv.proxied(&id, &token, 8000, "/index.html").await;
     assert_eq!(r.status().as_u16(), 200);
 }

@@ -14,27 +14,23 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-/// A server with a code-interpreter sandbox whose interpreter answers; `None` (after
-/// printing why) when the template is not built on this host.
-async fn sandbox() -> Option<(DataDir, TestServer, String, String)> {
-    let dir = match data_dir() {
-        Ok(d) => d,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return None;
-        }
-    };
+/// A server with a code-interpreter sandbox whose interpreter answers.
+async fn sandbox() -> (DataDir, TestServer, String, String) {
+    assert!(
+        stasis_server::testing::template_built(TEMPLATE),
+        "template {TEMPLATE} missing in {}: run scripts/test.sh",
+        stasis_server::testing::shared_data_dir().display()
+    );
+    let dir = DataDir::new();
     let srv = TestServer::start(&dir).await;
     let (id, token) = srv.create(json!({"templateID": TEMPLATE})).await;
     wait_ready(&srv, &id, &token, 60).await;
-    Some((dir, srv, id, token))
+    (dir, srv, id, token)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_state_survives_pause_and_resume() {
-    let Some((_dir, srv, id, token)) = sandbox().await else {
-        return;
-    };
+    let (_dir, srv, id, token) = sandbox().await;
     let lines = run(&srv, &id, &token, "x = 42").await;
     assert_eq!(lines[0]["type"], "number_of_executions", "{lines:?}");
     assert!(text(&lines).is_none());
@@ -43,22 +39,8 @@ async fn python_state_survives_pause_and_resume() {
         Some("42")
     );
 
-    let (s, v) = srv
-        .call(
-            Method::POST,
-            &format!("/sandboxes/{id}/pause"),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(s, 204, "{v}");
-    let (s, v) = srv
-        .call(
-            Method::POST,
-            &format!("/v2/sandboxes/{id}/connect"),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    srv.pause(&id).await;
+    srv.connect(&id).await;
     // The same context, the same kernel: no re-creation.
     let lines = run(&srv, &id, &token, "x").await;
     assert_eq!(text(&lines).as_deref(), Some("42"), "{lines:?}");
@@ -98,9 +80,7 @@ async fn python_state_survives_pause_and_resume() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rich_outputs_errors_and_streaming() {
-    let Some((_dir, srv, id, token)) = sandbox().await else {
-        return;
-    };
+    let (_dir, srv, id, token) = sandbox().await;
     // matplotlib → png
     let lines = run(
         &srv,
@@ -190,9 +170,7 @@ async fn rich_outputs_errors_and_streaming() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn contexts_are_isolated_and_restart_clears_state() {
-    let Some((_dir, srv, id, token)) = sandbox().await else {
-        return;
-    };
+    let (_dir, srv, id, token) = sandbox().await;
     let create = |body: Value| {
         let req = ci(&srv, Method::POST, &id, &token, "/contexts").json(&body);
         async move {
@@ -317,9 +295,7 @@ async fn contexts_are_isolated_and_restart_clears_state() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_disconnect_interrupts_the_kernel() {
-    let Some((_dir, srv, id, token)) = sandbox().await else {
-        return;
-    };
+    let (_dir, srv, id, token) = sandbox().await;
     run(&srv, &id, &token, "n = 0").await;
     let resp = ci(&srv, Method::POST, &id, &token, "/execute")
         .json(&json!({"code": "import time\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.05)"}))

@@ -1,118 +1,24 @@
-//! Test harness: a real Stasis server (real runtime, real agent) in-process on
-//! `127.0.0.1:0`, with a data dir of its own that is cleaned up on drop, also when a
-//! test fails. Shared by the SDK tests and the CLI tests (`#[path]` include).
+//! Test harness: a real Stasis server (real runtime, real agent) in-process from
+//! `stasis_server::testing`, with a data dir of its own that is cleaned up on drop, also
+//! when a test fails. Shared by the SDK tests and the CLI tests (`#[path]` include).
 #![allow(dead_code)]
 
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
-
-use stasis_runtime::{NetworkConfig, RuncRuntime, Runtime, RuntimeConfig};
-use stasis_server::{Server, ServerConfig};
-use tokio::sync::oneshot;
-
-pub const API_KEY: &str = "e2b_00000000000000000000000000000000000000cc";
-
-/// The shared test data dir with the built templates (scripts/test.sh builds `base`).
-pub fn shared_data_dir() -> PathBuf {
-    std::env::var_os("STASIS_TEST_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/stasis-test"))
-}
-
-/// `target/<profile>`: tests run from `target/<profile>/deps/<test>-<hash>`.
-pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_owned()
-}
-
-pub fn network() -> NetworkConfig {
-    NetworkConfig {
-        bridge: "stasist0".into(),
-        subnet: Ipv4Addr::new(10, 249, 0, 0),
-        prefix: 16,
-    }
-}
-
-/// A data dir of its own for one test's server, sharing every built template.
-pub struct DataDir(pub PathBuf);
-
-impl DataDir {
-    pub fn new() -> Self {
-        let shared = shared_data_dir();
-        let dir = shared
-            .join("servers")
-            .join(stasis_types::SandboxId::generate().as_str());
-        std::fs::create_dir_all(dir.join("templates")).unwrap();
-        assert!(
-            shared.join("templates/base/rootfs").exists(),
-            "template base missing in {}: run scripts/test.sh",
-            shared.display()
-        );
-        for t in std::fs::read_dir(shared.join("templates"))
-            .unwrap()
-            .flatten()
-        {
-            if t.path().join("rootfs").exists() {
-                std::os::unix::fs::symlink(t.path(), dir.join("templates").join(t.file_name()))
-                    .unwrap();
-            }
-        }
-        DataDir(dir)
-    }
-
-    pub fn config(&self) -> ServerConfig {
-        let mut cfg = ServerConfig::new(&self.0, API_KEY.into(), &target_dir());
-        cfg.network = network();
-        cfg.allow_internet = false;
-        assert!(
-            cfg.envd_binary.exists(),
-            "{} missing: build the workspace first (cargo build --workspace)",
-            cfg.envd_binary.display()
-        );
-        cfg
-    }
-}
-
-impl Drop for DataDir {
-    /// Removes every sandbox of this data dir, then the dir.
-    fn drop(&mut self) {
-        let mut rc = RuntimeConfig::new(&self.0, target_dir().join("stasis-netns-hook"));
-        rc.network = network();
-        if let Ok(rt) = RuncRuntime::new(rc) {
-            if let Ok(all) = rt.adopt() {
-                for s in all {
-                    let _ = rt.kill(&s.spec.id);
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use stasis_server::testing::Serving;
+pub use stasis_server::testing::{DataDir, API_KEY};
 
 /// A server serving on `127.0.0.1:0` until dropped. Declare it after its [`DataDir`]
 /// so that it stops first.
 pub struct TestServer {
     pub url: String,
-    stop: Option<oneshot::Sender<()>>,
+    _serving: Serving,
 }
 
 impl TestServer {
     pub async fn start(dir: &DataDir) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = Server::start(dir.config()).await.expect("server start");
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            server
-                .serve(listener, async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
+        let serving = Serving::start(dir.config()).await;
         TestServer {
-            url: format!("http://{addr}"),
-            stop: Some(tx),
+            url: serving.url.clone(),
+            _serving: serving,
         }
     }
 
@@ -132,14 +38,6 @@ impl TestServer {
             ("STASIS_SANDBOX_URL", self.url.clone()),
             ("STASIS_API_KEY", API_KEY.to_owned()),
         ]
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
     }
 }
 

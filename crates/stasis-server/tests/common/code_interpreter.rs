@@ -1,29 +1,14 @@
-//! Helpers for the code-interpreter tests: a data dir with the `code-interpreter-v1`
-//! template, and an NDJSON client for port 49999 through the server's proxy.
+//! Helpers for the code-interpreter tests: an NDJSON client for port 49999 through the
+//! server's proxy.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{shared_data_dir, DataDir, TestServer};
+use super::TestServer;
 
 pub const TEMPLATE: &str = "code-interpreter-v1";
-
-/// A data dir of its own sharing the built `base` and `code-interpreter-v1` templates;
-/// `None` (with the reason) when the template is not built here.
-pub fn data_dir() -> Result<DataDir, String> {
-    let ci = shared_data_dir().join("templates").join(TEMPLATE);
-    if !ci.join("rootfs").exists() {
-        return Err(format!(
-            "template {TEMPLATE} missing in {}: run `stasis template build {TEMPLATE} --data-dir …`",
-            shared_data_dir().display()
-        ));
-    }
-    let dir = DataDir::new();
-    std::os::unix::fs::symlink(&ci, dir.0.join("templates").join(TEMPLATE)).unwrap();
-    Ok(dir)
-}
 
 /// A request to the code interpreter of sandbox `id`.
 pub fn ci(

@@ -1,96 +1,21 @@
 //! Harness of the server's end-to-end tests: a real server (real runtime, real agent)
-//! on `127.0.0.1:0` with its own data dir, and a small client for the control API and
-//! for commands through the proxy (Connect protocol, JSON codec).
+//! from `stasis_server::testing`, and a small client for the control API and for
+//! commands through the proxy (Connect protocol, JSON codec).
 #![allow(dead_code)]
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
-use stasis_runtime::{NetworkConfig, RuncRuntime, Runtime, RuntimeConfig};
-use stasis_server::{Server, ServerConfig};
-use tokio::sync::oneshot;
-
-pub const API_KEY: &str = "e2b_00000000000000000000000000000000000000aa";
-
-/// The shared test data dir (with the `base` template), see scripts/test.sh.
-pub fn shared_data_dir() -> PathBuf {
-    std::env::var_os("STASIS_TEST_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/stasis-test"))
-}
-
-fn target_dir() -> PathBuf {
-    // tests run from target/debug/deps/<test>-<hash>
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_owned()
-}
-
-pub fn network() -> NetworkConfig {
-    NetworkConfig {
-        bridge: "stasist0".into(),
-        subnet: Ipv4Addr::new(10, 249, 0, 0),
-        prefix: 16,
-    }
-}
-
-/// A data dir of its own for one test's server, sharing the built template.
-pub struct DataDir(pub PathBuf);
-
-impl DataDir {
-    pub fn new() -> Self {
-        let dir = shared_data_dir()
-            .join("servers")
-            .join(stasis_types::SandboxId::generate().as_str());
-        std::fs::create_dir_all(dir.join("templates")).unwrap();
-        let base = shared_data_dir().join("templates/base");
-        assert!(
-            base.join("rootfs").exists(),
-            "template base missing in {}: run scripts/test.sh",
-            shared_data_dir().display()
-        );
-        std::os::unix::fs::symlink(&base, dir.join("templates/base")).unwrap();
-        DataDir(dir)
-    }
-
-    pub fn config(&self) -> ServerConfig {
-        let bins = target_dir();
-        let mut cfg = ServerConfig::new(&self.0, API_KEY.into(), &bins);
-        cfg.network = network();
-        cfg.allow_internet = false;
-        assert!(
-            cfg.envd_binary.exists(),
-            "{} missing: build the workspace first (cargo build --workspace)",
-            cfg.envd_binary.display()
-        );
-        cfg
-    }
-}
-
-impl Drop for DataDir {
-    /// Removes every sandbox of this data dir, then the dir: also when a test fails.
-    fn drop(&mut self) {
-        let mut rc = RuntimeConfig::new(&self.0, target_dir().join("stasis-netns-hook"));
-        rc.network = network();
-        if let Ok(rt) = RuncRuntime::new(rc) {
-            if let Ok(all) = rt.adopt() {
-                for s in all {
-                    let _ = rt.kill(&s.spec.id);
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use stasis_server::testing::Serving;
+pub use stasis_server::testing::{DataDir, API_KEY};
+use stasis_server::ServerConfig;
 
 /// A running server and a client for it.
 pub struct TestServer {
     pub url: String,
     pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    serving: Serving,
 }
 
 impl TestServer {
@@ -99,37 +24,20 @@ impl TestServer {
     }
 
     pub async fn start_with(cfg: ServerConfig) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let server = Server::start(cfg).await.expect("server start");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .serve(listener, async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
+        let serving = Serving::start(cfg).await;
         TestServer {
-            url: format!("http://{addr}"),
+            url: serving.url.clone(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .build()
                 .unwrap(),
-            stop: Some(tx),
-            task: Some(task),
+            serving,
         }
     }
 
     /// Stops serving (sandboxes keep running, as after a server crash).
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
+    pub async fn stop(self) {
+        self.serving.stop().await;
     }
 
     pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -169,6 +77,24 @@ impl TestServer {
             v["sandboxID"].as_str().unwrap().to_owned(),
             v["envdAccessToken"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// Pauses a sandbox through the API (204 expected).
+    pub async fn pause(&self, id: &str) {
+        let path = format!("/sandboxes/{id}/pause");
+        let (s, v) = self.call(reqwest::Method::POST, &path, None).await;
+        assert_eq!(s, 204, "pause {id}: {v}");
+    }
+
+    /// Connects to (and so resumes) a sandbox through the API (201 expected); returns
+    /// the answer.
+    pub async fn connect(&self, id: &str) -> Value {
+        let path = format!("/v2/sandboxes/{id}/connect");
+        let (s, v) = self
+            .call(reqwest::Method::POST, &path, Some(json!({})))
+            .await;
+        assert_eq!(s, 201, "connect {id}: {v}");
+        v
     }
 
     /// Runs `bash -l -c cmd` through the proxy as the SDKs do; returns (exit code,
@@ -270,16 +196,4 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
