@@ -246,7 +246,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ))
-        .layer(axum::middleware::from_fn(stasis_http::close_if_body_unread))
+        .layer(axum::middleware::from_fn(stasis_http::finish_request_body))
         .with_state(state)
 }
 

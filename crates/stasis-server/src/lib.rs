@@ -204,11 +204,11 @@ impl Server {
             .route_layer(middleware::from_fn_with_state(
                 st.clone(),
                 api::require_api_key,
-            ))
-            .route_layer(middleware::from_fn(stasis_http::close_if_body_unread));
+            ));
         Router::new()
             .merge(control)
             .fallback(dispatch)
+            .layer(middleware::from_fn(stasis_http::finish_request_body))
             .with_state(st)
     }
 

@@ -182,29 +182,14 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Answers a request whose body was not forwarded. The body is read and dropped first
-/// (up to a small bound), so the client's keep-alive connection stays usable; if it
-/// cannot be, the answer says `Connection: close` so the client does not reuse a
-/// connection the server is about to drop.
-async fn answer_unread(body: Body, mut resp: Response) -> Response {
-    let drained = tokio::time::timeout(
-        std::time::Duration::from_millis(500),
-        axum::body::to_bytes(body, 256 * 1024),
-    )
-    .await;
-    if !matches!(drained, Ok(Ok(_))) {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
-}
-
 /// Forwards one request into a sandbox.
 pub async fn forward(sup: &Supervisor, req: Request<Body>) -> Response {
     let mut req = req;
     match route_or_reject(sup, &mut req).await {
         Ok(up) => forward_to(sup, req, up).await,
-        Err(resp) => answer_unread(req.into_body(), resp).await,
+        // The body that was not forwarded is read and dropped by the server's
+        // `stasis_http::finish_request_body` layer, so the connection stays usable.
+        Err(resp) => resp,
     }
 }
 
