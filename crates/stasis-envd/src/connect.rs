@@ -89,8 +89,7 @@ fn check_encoding(headers: &HeaderMap, name: &str) -> Result<(), ConnectError> {
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ConnectError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
+        if stasis_http::over_limit(&e) {
             ConnectError::new(
                 Code::ResourceExhausted,
                 format!("request body exceeds the limit of {limit} bytes"),

@@ -70,6 +70,12 @@ pub async fn finish_request_body(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Whether a body read with a limit (`axum::body::to_bytes`) failed because the body
+/// was over the limit, rather than because it could not be read.
+pub fn over_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+}
+
 /// Reads `body` to its end, dropping at most [`DRAIN_BYTES`]; whether it got there.
 async fn drain(mut body: Body) -> bool {
     let mut seen: u64 = 0;
@@ -241,6 +247,17 @@ mod tests {
             assert!(h.starts_with(&format!("http/1.1 {status}")), "{path}: {h}");
             assert!(!h.contains("connection: close"), "{path}: {h}");
         }
+    }
+
+    #[tokio::test]
+    async fn over_limit_is_told_apart() {
+        let e = axum::body::to_bytes(Body::from("0123456789"), 4)
+            .await
+            .unwrap_err();
+        assert!(over_limit(&e));
+        assert!(!over_limit(&axum::Error::new(std::io::Error::other(
+            "reset"
+        ))));
     }
 
     #[tokio::test]

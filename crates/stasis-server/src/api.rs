@@ -95,9 +95,7 @@ async fn body<T: DeserializeOwned>(what: &'static str, req: Request) -> ApiResul
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
         .map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            {
+            if stasis_http::over_limit(&e) {
                 wire::ErrorBody::bad_request(format!(
                     "request body is larger than {MAX_BODY} bytes"
                 ))
