@@ -529,7 +529,7 @@ fn the_gateway_mac_stays_put_as_sandboxes_come_and_go() {
     assert_eq!(mac(), want);
     rt.kill(a.id()).unwrap();
     assert_eq!(mac(), want);
-    // The other sandbox answers at once.
+    // The other sandbox still answers.
     assert_eq!(b.ask(json!({"op": "set", "value": 7}))["ok"], true);
     drop(b);
     assert_eq!(mac(), want);
