@@ -179,48 +179,43 @@ async fn wrong_access_token_is_refused_by_the_agent() {
     let dir = DataDir::new();
     let srv = TestServer::start(&dir).await;
     let (id, token) = srv.create(json!({"templateID": "base"})).await;
-    let r = srv
-        .http
-        .post(format!("{}/filesystem.Filesystem/Stat", srv.url))
-        .header("E2b-Sandbox-Id", &id)
-        .header("X-Access-Token", "wrong")
+    // Stat of /tmp through the proxy with a given access token.
+    let stat = |token: &str| {
+        srv.to_sandbox(
+            Method::POST,
+            &id,
+            token,
+            AGENT_PORT,
+            "/filesystem.Filesystem/Stat",
+        )
         .header("content-type", "application/json")
         .body(r#"{"path":"/tmp"}"#)
         .send()
-        .await
-        .unwrap();
+    };
+    let r = stat("wrong").await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     // A large upload refused by the agent before it read the body: the refusal comes
     // through the proxy intact (not a reset turned into 502), and the next request
     // works.
     let r = srv
-        .http
-        .post(format!("{}/files?path=/tmp/big.bin", srv.url))
-        .header("E2b-Sandbox-Id", &id)
-        .header("X-Access-Token", "wrong")
+        .to_sandbox(
+            Method::POST,
+            &id,
+            "wrong",
+            AGENT_PORT,
+            "/files?path=/tmp/big.bin",
+        )
         .header("content-type", "application/octet-stream")
         .body(vec![0u8; 8 << 20])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = srv
-        .http
-        .post(format!("{}/filesystem.Filesystem/Stat", srv.url))
-        .header("E2b-Sandbox-Id", &id)
-        .header("X-Access-Token", &token)
-        .header("content-type", "application/json")
-        .body(r#"{"path":"/tmp"}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = stat(&token).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     // The agent's /init is for the server only.
     let r = srv
-        .http
-        .post(format!("{}/init", srv.url))
-        .header("E2b-Sandbox-Id", &id)
-        .header("X-Access-Token", &token)
+        .to_sandbox(Method::POST, &id, &token, AGENT_PORT, "/init")
         .body("{}")
         .send()
         .await
@@ -638,11 +633,14 @@ while True:
             body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
             body.extend_from_slice(&payload);
             let resp = srv
-                .http
-                .post(format!("{}/process.Process/Start", srv.url))
+                .to_sandbox(
+                    Method::POST,
+                    &id,
+                    &token,
+                    AGENT_PORT,
+                    "/process.Process/Start",
+                )
                 .header("Content-Type", "application/connect+json")
-                .header("E2b-Sandbox-Id", &id)
-                .header("X-Access-Token", &token)
                 .body(body)
                 .send()
                 .await
@@ -747,10 +745,13 @@ async fn kill_wins_over_a_concurrent_pause_and_fork_copies() {
         assert_eq!((code, out.as_str()), (0, "parent\n"));
         // The parent's token does not reach the fork.
         let r = srv
-            .http
-            .post(format!("{}/filesystem.Filesystem/Stat", srv.url))
-            .header("E2b-Sandbox-Id", fid)
-            .header("X-Access-Token", &token)
+            .to_sandbox(
+                Method::POST,
+                fid,
+                &token,
+                AGENT_PORT,
+                "/filesystem.Filesystem/Stat",
+            )
             .header("content-type", "application/json")
             .body(r#"{"path":"/"}"#)
             .send()

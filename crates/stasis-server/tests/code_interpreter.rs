@@ -65,12 +65,7 @@ async fn python_state_survives_pause_and_resume() {
     assert_eq!(stdout(&lines), "None\n");
 
     // The token is required.
-    let r = srv
-        .http
-        .post(format!("{}/execute", srv.url))
-        .header("E2b-Sandbox-Id", &id)
-        .header("E2b-Sandbox-Port", "49999")
-        .header("X-Access-Token", "wrong")
+    let r = ci(&srv, Method::POST, &id, "wrong", "/execute")
         .json(&json!({"code": "1"}))
         .send()
         .await

@@ -33,13 +33,16 @@ struct Stream {
 impl Stream {
     async fn open(srv: &TestServer, sb: &Sb, method: &str, msg: Value) -> Stream {
         let resp = srv
-            .http
-            .post(format!("{}/{method}", srv.url))
+            .to_sandbox(
+                Method::POST,
+                &sb.id,
+                &sb.token,
+                AGENT_PORT,
+                &format!("/{method}"),
+            )
             .header("Content-Type", "application/connect+json")
             .header("Connect-Protocol-Version", "1")
             .header("Keepalive-Ping-Interval", "1")
-            .header("E2b-Sandbox-Id", &sb.id)
-            .header("X-Access-Token", &sb.token)
             .body(envelope(&msg))
             .send()
             .await
@@ -116,11 +119,14 @@ struct Sb {
 
 async fn unary(srv: &TestServer, sb: &Sb, method: &str, msg: Value) -> (u16, Value) {
     let resp = srv
-        .http
-        .post(format!("{}/{method}", srv.url))
+        .to_sandbox(
+            Method::POST,
+            &sb.id,
+            &sb.token,
+            AGENT_PORT,
+            &format!("/{method}"),
+        )
         .header("Content-Type", "application/json")
-        .header("E2b-Sandbox-Id", &sb.id)
-        .header("X-Access-Token", &sb.token)
         .body(msg.to_string())
         .send()
         .await
@@ -334,10 +340,13 @@ async fn files_upload_download_and_watch() {
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
     let r = srv
-        .http
-        .post(format!("{}/files?path=/home/user/watched/big.bin", srv.url))
-        .header("E2b-Sandbox-Id", &sb.id)
-        .header("X-Access-Token", &sb.token)
+        .to_sandbox(
+            Method::POST,
+            &sb.id,
+            &sb.token,
+            AGENT_PORT,
+            "/files?path=/home/user/watched/big.bin",
+        )
         .header("Content-Type", "application/octet-stream")
         .body(data.clone())
         .send()
@@ -345,10 +354,13 @@ async fn files_upload_download_and_watch() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
     let r = srv
-        .http
-        .get(format!("{}/files?path=/home/user/watched/big.bin", srv.url))
-        .header("E2b-Sandbox-Id", &sb.id)
-        .header("X-Access-Token", &sb.token)
+        .to_sandbox(
+            Method::GET,
+            &sb.id,
+            &sb.token,
+            AGENT_PORT,
+            "/files?path=/home/user/watched/big.bin",
+        )
         .send()
         .await
         .unwrap();
@@ -379,10 +391,13 @@ async fn files_upload_download_and_watch() {
     assert_eq!(v["entry"]["owner"], "user");
     assert_eq!(v["entry"]["size"], (50 * 1024 * 1024).to_string());
     let r = srv
-        .http
-        .get(format!("{}/files?path=/nope/missing", srv.url))
-        .header("E2b-Sandbox-Id", &sb.id)
-        .header("X-Access-Token", &sb.token)
+        .to_sandbox(
+            Method::GET,
+            &sb.id,
+            &sb.token,
+            AGENT_PORT,
+            "/files?path=/nope/missing",
+        )
         .send()
         .await
         .unwrap();

@@ -18,11 +18,7 @@ pub fn ci(
     token: &str,
     path: &str,
 ) -> reqwest::RequestBuilder {
-    s.http
-        .request(method, format!("{}{path}", s.url))
-        .header("E2b-Sandbox-Id", id)
-        .header("E2b-Sandbox-Port", "49999")
-        .header("X-Access-Token", token)
+    s.to_sandbox(method, id, token, 49999, path)
 }
 
 /// Waits until the code interpreter answers `/health` through the proxy.

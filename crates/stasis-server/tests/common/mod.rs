@@ -11,6 +11,9 @@ use stasis_server::testing::Serving;
 pub use stasis_server::testing::{DataDir, API_KEY};
 use stasis_server::ServerConfig;
 
+/// The agent's port in every sandbox.
+pub const AGENT_PORT: u16 = 49983;
+
 /// A running server and a client for it.
 pub struct TestServer {
     pub url: String,
@@ -107,13 +110,15 @@ impl TestServer {
         body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
         body.extend_from_slice(&payload);
         let resp = self
-            .http
-            .post(format!("{}/process.Process/Start", self.url))
+            .to_sandbox(
+                reqwest::Method::POST,
+                id,
+                token,
+                AGENT_PORT,
+                "/process.Process/Start",
+            )
             .header("Content-Type", "application/connect+json")
             .header("Connect-Protocol-Version", "1")
-            .header("E2b-Sandbox-Id", id)
-            .header("E2b-Sandbox-Port", "49983")
-            .header("X-Access-Token", token)
             .body(body)
             .send()
             .await
@@ -157,13 +162,25 @@ impl TestServer {
         )
     }
 
-    /// A GET through the proxy to `path` on `port` of sandbox `id`.
-    pub async fn proxied(&self, id: &str, token: &str, port: u16, path: &str) -> reqwest::Response {
+    /// A request through the proxy to `path` on `port` of sandbox `id`, with `token`.
+    pub fn to_sandbox(
+        &self,
+        method: reqwest::Method,
+        id: &str,
+        token: &str,
+        port: u16,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         self.http
-            .get(format!("{}{path}", self.url))
+            .request(method, format!("{}{path}", self.url))
             .header("E2b-Sandbox-Id", id)
             .header("E2b-Sandbox-Port", port.to_string())
             .header("X-Access-Token", token)
+    }
+
+    /// A GET through the proxy to `path` on `port` of sandbox `id`.
+    pub async fn proxied(&self, id: &str, token: &str, port: u16, path: &str) -> reqwest::Response {
+        self.to_sandbox(reqwest::Method::GET, id, token, port, path)
             .send()
             .await
             .unwrap()
