@@ -61,6 +61,12 @@ pub enum Cause {
         status: String,
         stderr: String,
     },
+    #[error("{program} {args} did not finish within {after:?} and was killed")]
+    TimedOut {
+        program: String,
+        args: String,
+        after: std::time::Duration,
+    },
     #[error("cannot run {program}")]
     Spawn {
         program: String,

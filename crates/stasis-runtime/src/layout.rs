@@ -12,7 +12,9 @@
 //! sandboxes/<id>/criu.conf            CRIU options (org.criu.config annotation)
 //! sandboxes/<id>/etc/hosts, resolv.conf   bind-mounted into the sandbox
 //! sandboxes/<id>/runc.log             output of runc for this sandbox
+//! sandboxes/<id>/tree-cache.json      the last snapshot's manifest (hashes to reuse)
 //! snapshots/<id>/<generation>/        a snapshot (see stasis-snapshot)
+//! quarantine/<id>-<time>/             what start-up could not serve, kept, not deleted
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -39,6 +41,9 @@ pub(crate) struct SandboxPaths {
     /// `hosts` and `resolv.conf` bind-mounted into the sandbox's `/etc`.
     pub etc: PathBuf,
     pub log: PathBuf,
+    /// The manifest of the sandbox's last snapshot, kept after a resume so that the next
+    /// pause re-hashes only the files that changed.
+    pub tree_cache: PathBuf,
     pub snapshots: PathBuf,
 }
 
@@ -80,6 +85,10 @@ impl Layout {
         self.root.join("snapshots")
     }
 
+    pub fn quarantine(&self) -> PathBuf {
+        self.root.join("quarantine")
+    }
+
     pub fn sandbox(&self, id: &SandboxId) -> SandboxPaths {
         let dir = self.sandboxes().join(id.as_str());
         let bundle = dir.join("bundle");
@@ -93,6 +102,7 @@ impl Layout {
             criu_conf: dir.join("criu.conf"),
             etc: dir.join("etc"),
             log: dir.join("runc.log"),
+            tree_cache: dir.join("tree-cache.json"),
             snapshots: self.snapshots().join(id.as_str()),
             bundle,
             dir,

@@ -2,9 +2,12 @@
 //! ranges), so that runtimes with different data dirs on one host never hand out the
 //! same one.
 //!
-//! A lease is a file `<leases dir>/<pool>/<key>` created with `O_EXCL`, holding its owner
-//! (data dir and sandbox id). A lease whose owner's sandbox directory no longer exists is
-//! stale and may be taken over.
+//! A lease is a file `<leases dir>/<pool>/<key>` holding its owner (data dir and sandbox
+//! id), made to appear atomically with its content (hard link of a written temporary
+//! file). A lease whose owner's sandbox directory no longer exists is stale and may be
+//! taken over. Take-over and release read a lease and then replace or remove it: both
+//! run under the pool's `flock` (`<pool>/.lock`), so a release can never remove a lease
+//! that another process took over between the read and the removal.
 
 use std::fs;
 use std::io;
@@ -56,6 +59,24 @@ impl LeasePool {
         self.dir.join(key)
     }
 
+    /// The pool's lock, held for a read-then-replace or read-then-remove of a lease.
+    fn lock(&self) -> Result<fs::File, Cause> {
+        use rustix::fs::{flock, FlockOperation};
+        fs::create_dir_all(&self.dir).map_err(Cause::io(&self.dir))?;
+        let path = self.dir.join(".lock");
+        let f = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Cause::io(&path))?;
+        flock(&f, FlockOperation::LockExclusive).map_err(|e| Cause::Sys {
+            what: format!("flock {}", path.display()),
+            source: e.into(),
+        })?;
+        Ok(f)
+    }
+
     /// Takes the lease `key` for `owner`. True if it is now held by `owner`.
     ///
     /// A lease file appears with its owner already in it (written to a temporary file,
@@ -70,6 +91,7 @@ impl LeasePool {
         let outcome = match linked {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _lock = self.lock()?;
                 let holder = fs::read_to_string(&path)
                     .ok()
                     .and_then(|s| Owner::decode(&s));
@@ -78,7 +100,13 @@ impl LeasePool {
                     Some(h) if h.is_live() => Ok(false),
                     // Unreadable leases are never taken over: only a lease whose owner
                     // is known to be gone is stale.
-                    None => Ok(false),
+                    None if path.exists() => Ok(false),
+                    // Released meanwhile: take it.
+                    None => match fs::hard_link(&tmp, &path) {
+                        Ok(()) => Ok(true),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                        Err(e) => Err(Cause::io(&path)(e)),
+                    },
                     Some(_) => {
                         // Stale: replace it atomically.
                         fs::rename(&tmp, &path).map_err(Cause::io(&path))?;
@@ -95,6 +123,9 @@ impl LeasePool {
     /// Gives the lease back if `owner` holds it.
     pub fn release(&self, key: &str, owner: &Owner) {
         let path = self.path(key);
+        let Ok(_lock) = self.lock() else {
+            return;
+        };
         let held = fs::read_to_string(&path)
             .ok()
             .and_then(|s| Owner::decode(&s))

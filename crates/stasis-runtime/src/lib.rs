@@ -25,6 +25,7 @@
 //! The runtime is synchronous: each call runs host programs (`runc`, `criu`, `ip`) and
 //! returns when they are done. Callers in async code run it on a blocking thread.
 
+mod cgroup;
 pub mod cmd;
 pub mod error;
 mod idmap;
@@ -42,6 +43,7 @@ pub mod template;
 
 pub use error::{Cause, Result, RuntimeError, Step};
 pub use net::NetworkConfig;
+pub use runc::image_deadline;
 pub use runtime::{RuncRuntime, RuntimeConfig};
 pub use spec::{AgentSpec, PauseMode, SandboxInfo, SandboxSpec, SandboxState, SnapshotInfo, Stats};
 
@@ -70,4 +72,15 @@ pub trait Runtime: Send + Sync {
     /// Finishes or rolls back what an earlier process left half done, then reports every
     /// sandbox. Called once at start, before anything else.
     fn adopt(&self) -> Result<Vec<SandboxInfo>>;
+    /// Ends the host programs (runc, CRIU) working on a sandbox right now, from any
+    /// thread: the operation in progress fails promptly and rolls back, so that a kill
+    /// queued behind it need not wait for its deadline.
+    fn abort(&self, id: &SandboxId);
+    /// A pidfd of the sandbox's PID 1 while it runs: readable once that process exits
+    /// (the sandbox died). `None` when the sandbox is not running.
+    fn watch(&self, id: &SandboxId) -> Result<Option<std::os::fd::OwnedFd>>;
+    /// Moves a sandbox that cannot be served (unknown to the server, or unreadable) out
+    /// of the way with its files, after stopping its processes: nothing that could hold
+    /// user data is deleted. Returns where it went.
+    fn quarantine(&self, id: &SandboxId) -> Result<std::path::PathBuf>;
 }

@@ -82,6 +82,49 @@ fn unescape(s: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Every mount point at or below `dir`, deepest first.
+pub(crate) fn mounts_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut found: Vec<std::path::PathBuf> = info
+        .split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
+        .map(|mp| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&unescape(mp))))
+        .filter(|mp| mp.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// Detaches every mount at or below `dir` (deepest first), so that a recursive removal
+/// of `dir` can never reach into a mounted file system.
+pub(crate) fn unmount_under(dir: &Path) -> Result<(), Cause> {
+    for mp in mounts_under(dir) {
+        match unmount(&mp, UnmountFlags::DETACH) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOENT => {}
+            Err(e) => {
+                return Err(Cause::Sys {
+                    what: format!("umount -l {}", mp.display()),
+                    source: e.into(),
+                })
+            }
+        }
+    }
+    let left = mounts_under(dir);
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(Cause::Invalid(format!(
+            "still mounted under {}: {left:?}",
+            dir.display()
+        )))
+    }
+}
+
 /// Unmounts `path` if it is mounted (all stacked mounts on it), detaching lazily when a
 /// plain unmount reports it busy.
 pub(crate) fn unmount_all(path: &Path) -> Result<(), Cause> {
@@ -120,6 +163,14 @@ mod tests {
         assert_eq!(unescape(b"/a\\040b"), b"/a b");
         assert_eq!(unescape(b"/plain"), b"/plain");
         assert_eq!(unescape(b"/x\\"), b"/x\\");
+    }
+
+    #[test]
+    fn mounts_under_a_dir_come_deepest_first() {
+        let under = mounts_under(Path::new("/"));
+        assert!(under.contains(&std::path::PathBuf::from("/")));
+        assert_eq!(under.last(), Some(&std::path::PathBuf::from("/")));
+        assert!(mounts_under(Path::new("/nonexistent-stasis-dir")).is_empty());
     }
 
     #[test]

@@ -134,4 +134,21 @@ pub(crate) struct Record {
     /// The snapshot mode of the current pause, if paused.
     #[serde(default)]
     pub paused: Option<PauseMode>,
+    /// The operation in progress, written durably before it starts and cleared when it
+    /// ends (either way): what recovery must finish or roll back after a crash. See the
+    /// crash protocol in docs/snapshot-format.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<Op>,
+}
+
+/// An operation recorded as in progress (the runtime's journal of one sandbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub(crate) enum Op {
+    /// A pause into snapshot generation `generation`. Committed once that generation is
+    /// complete (its manifest renamed into place), whatever the record says.
+    Pause { generation: u64, mode: PauseMode },
+    /// A resume from snapshot generation `generation`. Committed once runc knows the
+    /// restored container.
+    Resume { generation: u64 },
 }

@@ -1,5 +1,6 @@
 //! The runtime's only `unsafe` code: the new mount API syscalls that neither `rustix`
-//! nor `nix` wrap completely (`mount_setattr` with an id map).
+//! nor `nix` wrap completely (`mount_setattr` with an id map), and entering a cgroup
+//! between `fork` and `exec` (std's `pre_exec`).
 //!
 //! Each function takes and returns owned file descriptors, checks the syscall's result,
 //! and converts errors to `io::Error`.
@@ -98,4 +99,26 @@ pub(crate) fn move_mount_to(tree: BorrowedFd<'_>, target: &Path) -> io::Result<(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Makes the child of `cmd` enter a cgroup before it executes its program: `procs` is the
+/// group's `cgroup.procs`, opened by the caller (with `O_CLOEXEC`, as std opens files).
+/// The child and everything it starts are in the group from their first instruction, so
+/// none of them can be missed by a later look at the group.
+pub(crate) fn enter_cgroup_before_exec(cmd: &mut std::process::Command, procs: OwnedFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed: it makes one `write(2)` on a descriptor that
+    // the closure owns (so it is open in the child; `O_CLOEXEC` closes it at exec) from
+    // a static buffer, and builds an `io::Error` from errno, which does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            let buf = b"0";
+            let r = libc::write(procs.as_raw_fd(), buf.as_ptr().cast(), buf.len());
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

@@ -5,11 +5,16 @@
 //! ```text
 //! snapshots/<sandbox id>/<generation>/
 //!   images/         CRIU images (absent for a filesystem-only snapshot)
-//!   upper/          the overlay upper dir: the sandbox's filesystem changes
 //!   config.json     the OCI bundle config the sandbox ran with (resources, hooks, mounts)
 //!   sandbox.json    the runtime's record of the sandbox (spec, address, uid range)
 //!   manifest.json   written last: magic, format version, sizes and checksums
 //! ```
+//!
+//! The filesystem half of a snapshot is the sandbox's overlay upper layer, which stays
+//! where the sandbox uses it (`sandboxes/<id>/upper`): format version 2 lists every entry
+//! of it in the manifest ([`tree`]), so a resume checks the files as it checks the
+//! images. Version 1 (still read) kept the upper layer in the generation dir as `upper/`
+//! and only summarised it.
 //!
 //! A generation is valid only if its `manifest.json` exists and verifies. The manifest is
 //! written after everything else is on disk (`syncfs`), to a temporary name, fsynced, then
@@ -26,10 +31,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use stasis_types::SandboxId;
 
+pub mod tree;
+pub use tree::Tree;
+
 /// The manifest's magic string; anything else is not a Stasis snapshot.
 pub const MAGIC: &str = "stasis-snapshot";
-/// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this code reads (its upper layer is inside the generation).
+pub const OLDEST_READABLE: u32 = 1;
 /// File name of the manifest inside a generation directory.
 pub const MANIFEST: &str = "manifest.json";
 /// Directory of CRIU images inside a generation directory.
@@ -56,8 +66,14 @@ pub enum SnapshotError {
     },
     #[error("{path} has magic {found:?}, expected {MAGIC:?}")]
     BadMagic { path: PathBuf, found: String },
-    #[error("{path} has format version {found}; this build reads version {FORMAT_VERSION}")]
+    #[error("{path} has format version {found}; this build reads versions {OLDEST_READABLE} to {FORMAT_VERSION}")]
     UnsupportedVersion { path: PathBuf, found: u32 },
+    #[error("{path} changed while it was being recorded")]
+    Changed { path: PathBuf },
+    #[error("{path} is not in the snapshot's manifest: the files changed since the pause")]
+    Unlisted { path: PathBuf },
+    #[error("{path} differs from the snapshot's manifest: {what}")]
+    TreeMismatch { path: PathBuf, what: String },
     #[error("snapshot file {path} is missing")]
     Missing { path: PathBuf },
     #[error("snapshot file {path} has {found} bytes, the manifest says {expected}")]
@@ -111,6 +127,9 @@ pub struct Manifest {
     /// Checksummed files, by path relative to the generation directory.
     pub files: BTreeMap<String, FileEntry>,
     pub upper: UpperSummary,
+    /// Version 2: every entry of the upper layer (which is not in the generation dir).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<Tree>,
 }
 
 impl Manifest {
@@ -120,12 +139,15 @@ impl Manifest {
     }
 
     /// Builds the manifest of `dir` by hashing every regular file under `images/` and the
-    /// given top-level files, and summarising `upper/`.
+    /// given top-level files, and listing every entry of the upper layer at `upper`
+    /// (reusing the hashes of `previous` for unchanged files).
     pub fn build(
         dir: &Path,
         sandbox_id: SandboxId,
         generation: u64,
         top_level: &[&str],
+        upper: &Path,
+        previous: Option<&Tree>,
     ) -> Result<Self, SnapshotError> {
         let mut files = BTreeMap::new();
         let images = dir.join(IMAGES);
@@ -143,7 +165,11 @@ impl Manifest {
         for name in top_level {
             files.insert((*name).to_owned(), hash_file(&dir.join(name))?);
         }
-        let upper = summarize(&dir.join(UPPER))?;
+        let tree = Tree::build(upper, previous)?;
+        let upper = UpperSummary {
+            entries: tree.entries.len() as u64,
+            bytes: tree.bytes(),
+        };
         Ok(Self {
             magic: MAGIC.to_owned(),
             format_version: FORMAT_VERSION,
@@ -156,7 +182,22 @@ impl Manifest {
             memory,
             files,
             upper,
+            tree: Some(tree),
         })
+    }
+
+    /// Whether the upper layer is kept inside the generation dir (format version 1).
+    pub fn upper_inside(&self) -> bool {
+        self.tree.is_none()
+    }
+
+    /// Checks the upper layer at `upper` against the manifest (version 2; version 1 has
+    /// nothing to check it against).
+    pub fn verify_upper(&self, upper: &Path) -> Result<(), SnapshotError> {
+        match &self.tree {
+            Some(t) => t.verify(upper),
+            None => Ok(()),
+        }
     }
 
     /// Makes everything under `dir` durable, then writes the manifest durably. Call it
@@ -211,7 +252,7 @@ impl Manifest {
                 found: head.magic,
             });
         }
-        if head.format_version != FORMAT_VERSION {
+        if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&head.format_version) {
             return Err(SnapshotError::UnsupportedVersion {
                 path,
                 found: head.format_version,
@@ -248,12 +289,23 @@ impl Manifest {
                 return Err(SnapshotError::ChecksumMismatch { path });
             }
         }
-        let upper = dir.join(UPPER);
-        if !upper.is_dir() {
-            return Err(SnapshotError::Missing { path: upper });
+        if self.upper_inside() {
+            let upper = dir.join(UPPER);
+            if !upper.is_dir() {
+                return Err(SnapshotError::Missing { path: upper });
+            }
         }
         Ok(())
     }
+}
+
+/// Flushes the whole filesystem that holds `path` (`syncfs`).
+pub fn sync_fs(path: &Path) -> Result<(), SnapshotError> {
+    let d = File::open(path).map_err(io_err(path))?;
+    rustix::fs::syncfs(&d).map_err(|e| SnapshotError::Io {
+        path: path.to_owned(),
+        source: e.into(),
+    })
 }
 
 /// Size and BLAKE3 of one file.
@@ -319,11 +371,20 @@ mod tests {
 
     fn sample(dir: &Path) -> Manifest {
         fs::create_dir_all(dir.join(IMAGES)).unwrap();
-        fs::create_dir_all(dir.join(UPPER).join("tmp")).unwrap();
+        let upper = dir.join("sandbox-upper");
+        fs::create_dir_all(upper.join("tmp")).unwrap();
         fs::write(dir.join(IMAGES).join("pages-1.img"), vec![7u8; 100_000]).unwrap();
-        fs::write(dir.join(UPPER).join("tmp/file.txt"), b"Hello World\n").unwrap();
+        fs::write(upper.join("tmp/file.txt"), b"Hello World\n").unwrap();
         fs::write(dir.join("config.json"), b"{}").unwrap();
-        let m = Manifest::build(dir, "sbx1".parse().unwrap(), 3, &["config.json"]).unwrap();
+        let m = Manifest::build(
+            dir,
+            "sbx1".parse().unwrap(),
+            3,
+            &["config.json"],
+            &upper,
+            None,
+        )
+        .unwrap();
         m.write_durable(dir).unwrap();
         m
     }
@@ -339,6 +400,35 @@ mod tests {
         let back = Manifest::read(tmp.path()).unwrap();
         assert_eq!(back, m);
         back.verify(tmp.path()).unwrap();
+        back.verify_upper(&tmp.path().join("sandbox-upper"))
+            .unwrap();
+        fs::write(
+            tmp.path().join("sandbox-upper/tmp/file.txt"),
+            b"Hello Wyrld\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            back.verify_upper(&tmp.path().join("sandbox-upper")),
+            Err(SnapshotError::TreeMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn version_1_manifests_are_still_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join(UPPER)).unwrap();
+        let v1 = r#"{"magic":"stasis-snapshot","formatVersion":1,"sandboxId":"old1",
+            "generation":1,"createdAt":1,"memory":false,"files":{},
+            "upper":{"entries":0,"bytes":0}}"#;
+        fs::write(tmp.path().join(MANIFEST), v1).unwrap();
+        let m = Manifest::read(tmp.path()).unwrap();
+        assert!(m.upper_inside());
+        m.verify(tmp.path()).unwrap();
+        fs::remove_dir(tmp.path().join(UPPER)).unwrap();
+        assert!(matches!(
+            m.verify(tmp.path()),
+            Err(SnapshotError::Missing { .. })
+        ));
     }
 
     #[test]

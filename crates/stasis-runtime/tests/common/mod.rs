@@ -233,13 +233,48 @@ pub fn traces_of(id: &SandboxId) -> Vec<String> {
     if std::path::Path::new("/sys/class/net").join(&veth).exists() {
         found.push(format!("link {veth}"));
     }
-    for ctl in ["memory", "pids", "cpu", "freezer", "unified"] {
-        let p = PathBuf::from("/sys/fs/cgroup")
-            .join(ctl)
-            .join("stasis")
-            .join(id.as_str());
+    // Container cgroups in every hierarchy, and ops groups of any data dir.
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let p = h.path().join("stasis").join(id.as_str());
         if p.exists() {
             found.push(format!("cgroup {}", p.display()));
+        }
+        if let Ok(keys) = std::fs::read_dir(h.path().join("stasis-ops")) {
+            for k in keys.flatten() {
+                if k.path().join(id.as_str()).exists() {
+                    found.push(format!(
+                        "ops cgroup {}",
+                        k.path().join(id.as_str()).display()
+                    ));
+                }
+            }
+        }
+    }
+    // Processes whose cgroup is the sandbox's.
+    let needle = format!("/stasis/{id}");
+    for pr in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cg) = std::fs::read_to_string(pr.path().join("cgroup")) {
+            if cg.lines().any(|l| l.ends_with(&needle)) {
+                found.push(format!("process {}", pr.file_name().to_string_lossy()));
+            }
+        }
+    }
+    // Leases naming it.
+    for pool in std::fs::read_dir("/run/stasis/leases")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for lease in std::fs::read_dir(pool.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::read_to_string(lease.path())
+                .is_ok_and(|t| t.lines().nth(1) == Some(id.as_str()))
+            {
+                found.push(format!("lease {}", lease.path().display()));
+            }
         }
     }
     found
