@@ -188,6 +188,29 @@ impl Cgroups {
         kill_group(&self.ops(id), within, || {})
     }
 
+    /// Ends every host program working on `id` while thawing the sandbox: a CRIU
+    /// blocked on a frozen task (in `ptrace` attach) can only die once it is thawed.
+    pub fn abort_ops(&self, id: &SandboxId, within: Duration) -> Result<(), Cause> {
+        kill_group(&self.ops(id), within, || self.thaw(id))
+    }
+
+    /// Lets the host programs working on `id` finish on their own for up to `grace`
+    /// (a CRIU killed in the middle of a dump can leave its parasite code in the
+    /// sandbox's processes; one left to finish cleans up after itself), then kills what
+    /// is left. Returns whether anything had to be waited for.
+    pub fn settle_ops(&self, id: &SandboxId, grace: Duration) -> Result<bool, Cause> {
+        let dir = self.ops(id);
+        if procs(&dir).is_empty() {
+            return Ok(false);
+        }
+        let until = Instant::now() + grace;
+        while Instant::now() < until && !procs(&dir).is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        kill_group(&dir, Duration::from_secs(10), || {})?;
+        Ok(true)
+    }
+
     /// Removes the sandbox's container cgroups in every hierarchy and its ops group.
     /// Groups that still hold processes are left (and reported).
     pub fn remove_all(&self, id: &SandboxId) -> Result<(), Cause> {

@@ -28,6 +28,7 @@
 mod cgroup;
 pub mod cmd;
 pub mod error;
+pub mod fault;
 mod idmap;
 mod layout;
 mod leases;

@@ -20,6 +20,8 @@ use stasis_runtime::{
     AgentSpec, PauseMode, Runtime, RuntimeError, SandboxInfo, SandboxSpec, SandboxState, Stats,
 };
 use stasis_types::{Resources, SandboxId, TemplateName};
+use std::os::fd::OwnedFd;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
@@ -351,6 +353,10 @@ impl Supervisor {
         Ok(sup)
     }
 
+    /// Reconciles the catalog with what the runtime found on disk. Nothing that may hold
+    /// a user's data is deleted: a sandbox the catalog does not know is quarantined, one
+    /// whose processes died keeps its files (see [`Owner::died`]), one whose snapshot
+    /// cannot be read stays listed as paused and says why when resumed.
     async fn reconcile(&self) -> anyhow::Result<()> {
         let rt = self.inner.runtime.clone();
         let found: Vec<SandboxInfo> = tokio::task::spawn_blocking(move || rt.adopt()).await??;
@@ -360,17 +366,20 @@ impl Supervisor {
         let mut kept = 0;
         for mut e in entries {
             let disk = on_disk.remove(&e.id);
-            let stable = match (&e.phase, disk.as_ref().map(|i| &i.state)) {
-                // A create that was never acknowledged is dropped.
-                (Phase::Starting, _) => None,
-                (Phase::Killing, _) => None,
+            let state = disk.as_ref().map(|i| &i.state);
+            let stable = match (&e.phase, state) {
+                // Never handed out (create or fork not acknowledged), or being killed.
+                (Phase::Starting | Phase::Killing, _) => None,
                 (_, Some(SandboxState::Running { .. })) => Some(Stable::Running),
-                (_, Some(SandboxState::Paused { .. })) => Some(Stable::Paused),
-                (_, Some(SandboxState::Stopped | SandboxState::Broken { .. })) | (_, None) => None,
+                (_, Some(SandboxState::Paused { .. } | SandboxState::Broken { .. })) => {
+                    Some(Stable::Paused)
+                }
+                (_, Some(SandboxState::Stopped)) => Some(Stable::Running),
+                (_, None) => None,
             };
             let Some(stable) = stable else {
                 warn!(sandbox_id = %e.id, phase = e.phase.name(),
-                      disk = ?disk.as_ref().map(|d| d.state.name()), "removing a sandbox that cannot be recovered");
+                      disk = ?disk.as_ref().map(|d| d.state.name()), "removing a sandbox that was never handed out or was being killed, or has nothing on disk");
                 let id = e.id.clone();
                 let rt = self.inner.runtime.clone();
                 if disk.is_some() {
@@ -385,7 +394,13 @@ impl Supervisor {
                     .event(&e, "lost", serde_json::json!({"phase": e.phase.name()}));
                 continue;
             };
-            e.address = disk.map(|d| d.address).or(e.address);
+            if let Some(SandboxState::Broken { reason }) = state {
+                warn!(sandbox_id = %e.id, %reason, "a paused sandbox whose snapshot cannot be used; kept");
+                self.inner
+                    .store
+                    .event(&e, "broken", serde_json::json!({"reason": reason}));
+            }
+            e.address = disk.as_ref().map(|d| d.address).or(e.address);
             match stable {
                 Stable::Running => {
                     e.phase = Phase::Running;
@@ -399,15 +414,17 @@ impl Supervisor {
                 }
             }
             self.inner.store.put(&e)?;
+            // A sandbox whose processes are gone starts as running; its owner sees at
+            // once that nothing answers its watch and settles it (`Owner::died`).
             self.spawn_owner(e, stable);
             kept += 1;
         }
         for (id, _) in on_disk {
-            warn!(sandbox_id = %id, "removing a sandbox the catalog does not know");
+            warn!(sandbox_id = %id, "a sandbox the catalog does not know; quarantining it");
             let rt = self.inner.runtime.clone();
-            let kid = id.clone();
-            if let Err(err) = blocking(move || rt.kill(&kid)).await {
-                error!(sandbox_id = %id, error = %err, "could not remove it");
+            let qid = id.clone();
+            if let Err(err) = blocking(move || rt.quarantine(&qid)).await {
+                error!(sandbox_id = %id, error = %err, "could not quarantine it");
             }
         }
         info!(sandboxes = kept, "reconciled catalog with runtime");
@@ -439,6 +456,7 @@ impl Supervisor {
             handle,
             id: entry.id.clone(),
             stable,
+            watch: None,
         };
         let span = tracing::info_span!("sandbox", sandbox_id = %entry.id);
         tokio::spawn(owner.run(rx).instrument(span));
@@ -749,6 +767,47 @@ struct Owner {
     handle: Arc<Handle>,
     id: SandboxId,
     stable: Stable,
+    /// A pidfd of the sandbox's PID 1 while it runs: readable once it exits.
+    watch: Option<AsyncFd<OwnedFd>>,
+}
+
+/// Resolves when the watched process has exited; never without a watch.
+async fn exited(watch: &Option<AsyncFd<OwnedFd>>) {
+    match watch {
+        Some(fd) => {
+            let _ = fd.readable().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Awaits `op` while taking the owner's incoming requests: a kill that arrives makes the
+/// runtime end the programs working on the sandbox, so the operation fails at once and
+/// rolls back instead of holding the kill until its deadline.
+async fn while_taking_requests<T>(
+    op: impl std::future::Future<Output = T>,
+    runtime: Arc<dyn Runtime>,
+    id: SandboxId,
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+    queue: &mut VecDeque<Command>,
+) -> T {
+    tokio::pin!(op);
+    let mut aborted = false;
+    loop {
+        tokio::select! {
+            r = &mut op => return r,
+            Some(c) = rx.recv() => {
+                if c.ask() == Ask::Kill && !aborted {
+                    aborted = true;
+                    warn!("kill requested during an operation; aborting it");
+                    let rt = runtime.clone();
+                    let id = id.clone();
+                    let _ = tokio::task::spawn_blocking(move || rt.abort(&id)).await;
+                }
+                queue.push_back(c);
+            }
+        }
+    }
 }
 
 impl Owner {
@@ -769,6 +828,9 @@ impl Owner {
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         let mut queue: VecDeque<Command> = VecDeque::new();
+        if self.stable == Stable::Running && !self.rewatch().await && self.died().await {
+            return;
+        }
         loop {
             if queue.is_empty() {
                 let wait = match self.stable {
@@ -786,6 +848,12 @@ impl Owner {
                     },
                     _ = tokio::time::sleep(wait) => {
                         if self.stable == Stable::Running && self.expired() && self.expire().await {
+                            return;
+                        }
+                        continue;
+                    }
+                    _ = exited(&self.watch) => {
+                        if self.died().await {
                             return;
                         }
                         continue;
@@ -817,7 +885,103 @@ impl Owner {
                 continue;
             }
             if let Some(c) = queue.pop_front() {
-                self.handle_command(c).await;
+                let runtime = self.inner().runtime.clone();
+                let id = self.id.clone();
+                while_taking_requests(self.handle_command(c), runtime, id, &mut rx, &mut queue)
+                    .await;
+            }
+        }
+    }
+
+    /// Watches the sandbox's PID 1. False when it is not running (it died).
+    async fn rewatch(&mut self) -> bool {
+        let rt = self.inner().runtime.clone();
+        let id = self.id.clone();
+        // `AsyncFd::new` is deprecated because a registered descriptor closed behind
+        // tokio's back is unsound; here the `OwnedFd` lives inside the `AsyncFd` and is
+        // closed only when it is dropped, after deregistration.
+        #[allow(deprecated)]
+        let watched = |fd| AsyncFd::new(fd);
+        match blocking(move || rt.watch(&id)).await {
+            Ok(Some(fd)) => match watched(fd) {
+                Ok(fd) => {
+                    self.watch = Some(fd);
+                    true
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot watch the sandbox's PID 1");
+                    self.watch = None;
+                    true
+                }
+            },
+            Ok(None) => {
+                self.watch = None;
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot watch the sandbox's PID 1");
+                self.watch = None;
+                true
+            }
+        }
+    }
+
+    /// The sandbox's PID 1 exited on its own (the agent crashed, or the sandbox was
+    /// killed from outside): every process of it is gone, its files are not. Dead is
+    /// dead — it is never reported running again. A sandbox that pauses on timeout keeps
+    /// its files as a filesystem-only pause (connect starts it afresh with them); one
+    /// that is killed on timeout is killed now. Returns true if the sandbox is gone.
+    async fn died(&mut self) -> bool {
+        self.watch = None;
+        if self.rewatch().await {
+            // A new PID 1 (it was restored meanwhile): nothing died.
+            return false;
+        }
+        let entry = self.handle.entry();
+        warn!("the sandbox's processes exited");
+        self.handle.drop_connections();
+        match entry.on_timeout {
+            OnTimeout::Pause { .. } => {
+                let rt = self.inner().runtime.clone();
+                let id = self.id.clone();
+                match blocking(move || rt.pause(&id, PauseMode::FilesystemOnly)).await {
+                    Ok(snap) => {
+                        if let Ok(e) = self.update(|e| {
+                            e.phase = Phase::Paused;
+                            e.end_at_ms = None;
+                        }) {
+                            self.inner().store.event(
+                                &e,
+                                "died",
+                                serde_json::json!({"kept": "files", "generation": snap.generation}),
+                            );
+                        }
+                        self.stable = Stable::Paused;
+                        self.handle.activity.set_deadline(u64::MAX);
+                        false
+                    }
+                    Err(err) => {
+                        error!(error = %err, "could not keep the files of a dead sandbox; killing it");
+                        self.inner().store.event(
+                            &entry,
+                            "died",
+                            serde_json::json!({"kept": "nothing", "error": err.to_string()}),
+                        );
+                        self.kill().await.is_ok()
+                    }
+                }
+            }
+            OnTimeout::Kill => {
+                self.inner()
+                    .store
+                    .event(&entry, "died", serde_json::json!({"kept": "nothing"}));
+                match self.kill().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        error!(error = %e, "could not remove a dead sandbox");
+                        false
+                    }
+                }
             }
         }
     }
@@ -988,6 +1152,7 @@ impl Owner {
                     e.end_at_ms = None;
                 })?;
                 self.stable = Stable::Paused;
+                self.watch = None;
                 self.handle.activity.set_deadline(u64::MAX);
                 self.inner().store.event(
                     &e,
@@ -1037,6 +1202,7 @@ impl Owner {
                     e.address = Some(info.address);
                 })?;
                 self.stable = Stable::Running;
+                self.rewatch().await;
                 self.handle.since_ms.store(now_ms(), Ordering::Relaxed);
                 self.inner()
                     .store

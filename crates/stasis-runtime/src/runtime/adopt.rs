@@ -2,8 +2,9 @@
 //! the crash protocol of docs/snapshot-format.md, then report every sandbox.
 //!
 //! First, for every sandbox of the data dir, any `runc`/`criu` an earlier server left
-//! working on it is ended (found in the sandbox's ops cgroup) and waited for: nothing is
-//! decided while a program may still write. Then the record's op says what was in
+//! working on it (found in the sandbox's ops cgroup) is given until its own deadline to
+//! finish, then killed: nothing is decided while a program may still write, and a CRIU
+//! is not killed in the middle of a dump if it can finish it. Then the record's op says what was in
 //! flight:
 //!
 //! | op | found | outcome |
@@ -29,6 +30,7 @@ use super::{read_record, remove_dir_all_if_exists, write_json_durable, RuncRunti
 use crate::error::{Cause, Context, Result, Step};
 use crate::layout::SandboxPaths;
 use crate::mounts;
+use crate::runc::image_deadline;
 use crate::spec::{Op, Record, SandboxInfo};
 
 impl RuncRuntime {
@@ -72,8 +74,14 @@ impl RuncRuntime {
 
     fn recover(&self, p: &SandboxPaths, rec: &mut Record) -> Result<(), Cause> {
         let id = rec.spec.id.clone();
-        // No decision while an orphaned runc or CRIU may still be writing.
-        self.cgroups.kill_ops(&id, KILL_WITHIN)?;
+        // No decision while an orphaned runc or CRIU may still be writing: it may
+        // finish (within its own deadline), then anything left is killed.
+        if self
+            .cgroups
+            .settle_ops(&id, image_deadline(rec.spec.resources.memory_bytes))?
+        {
+            info!(sandbox_id = %id, "waited for the programs an earlier process left working on the sandbox");
+        }
         self.drop_temporaries(p, rec)?;
         let live = self
             .container_pid(&id)

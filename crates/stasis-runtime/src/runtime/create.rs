@@ -81,6 +81,7 @@ impl RuncRuntime {
             op: None,
         };
         write_json_durable(&p.record, &rec).at(id, Step::Prepare)?;
+        self.fault("create.recorded", id);
         mkdir(&p.upper, 0o755).at(id, Step::Mount)?;
         chown(&p.upper, Some(uid_base), Some(uid_base))
             .map_err(Cause::io(&p.upper))
@@ -92,6 +93,7 @@ impl RuncRuntime {
         self.runc
             .run(id.as_str(), &p.bundle, &p.log, &p.dir)
             .at(id, Step::Start)?;
+        self.fault("create.started", id);
         let info = self.info_of(p, &rec)?;
         if !matches!(info.state, SandboxState::Running { .. }) {
             return Err(RuntimeError::Failed {

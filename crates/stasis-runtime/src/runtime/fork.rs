@@ -61,6 +61,7 @@ impl RuncRuntime {
                 )?;
                 copy_tree(&sp.upper, &tmp.join(snap::UPPER))
             })();
+            self.fault("fork.dumped", id);
             let thawed = self.runc.thaw(id.as_str());
             if thawed.is_err() {
                 self.cgroups.thaw(id);
@@ -71,7 +72,10 @@ impl RuncRuntime {
             let mut made: Vec<SandboxInfo> = Vec::new();
             for nid in new_ids {
                 match self.restore_fork(src, nid, &tmp) {
-                    Ok(info) => made.push(info),
+                    Ok(info) => {
+                        self.fault("fork.restored", id);
+                        made.push(info)
+                    }
                     Err(e) => {
                         for m in &made {
                             let r = read_record(&self.layout.sandbox(&m.spec.id).record).ok();

@@ -35,8 +35,10 @@ impl RuncRuntime {
     /// removes runc's state of it. Whatever runc knows or not: processes are found by
     /// their cgroups.
     pub(super) fn stop_container(&self, id: &SandboxId) -> Result<(), Cause> {
-        self.cgroups.kill_ops(id, KILL_WITHIN)?;
+        // The sandbox first: its tasks get SIGKILL while still frozen, so that thawing
+        // them (to let them die) runs none of their code after a committed snapshot.
         self.cgroups.kill_sandbox(id, KILL_WITHIN)?;
+        self.cgroups.abort_ops(id, KILL_WITHIN)?;
         self.runc.delete_force(id.as_str())
     }
 

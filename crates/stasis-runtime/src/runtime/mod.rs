@@ -456,6 +456,11 @@ impl RuncRuntime {
         write_json_durable(&p.config, &spec)
     }
 
+    /// A fault point of the crash tests (see [`crate::fault`]).
+    fn fault(&self, point: &str, id: &SandboxId) {
+        crate::fault::point(point, &self.cgroups, id);
+    }
+
     fn container_pid(&self, id: &SandboxId) -> Result<Option<u32>> {
         Ok(self
             .runc
@@ -518,7 +523,7 @@ impl Runtime for RuncRuntime {
     }
 
     fn abort(&self, id: &SandboxId) {
-        if let Err(e) = self.cgroups.kill_ops(id, KILL_WITHIN) {
+        if let Err(e) = self.cgroups.abort_ops(id, KILL_WITHIN) {
             warn!(sandbox_id = %id, error = %e, "could not end the programs working on the sandbox");
         }
     }

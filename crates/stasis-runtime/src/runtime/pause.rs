@@ -67,6 +67,7 @@ impl RuncRuntime {
         let generation = rec.next_generation;
         rec.op = Some(Op::Pause { generation, mode });
         write_json_durable(&p.record, &*rec).at(id, Step::Checkpoint)?;
+        self.fault("pause.journaled", id);
         let started = Instant::now();
         let info = match self.snapshot_into(p, rec, generation, mode, live) {
             Ok(info) => info,
@@ -84,6 +85,7 @@ impl RuncRuntime {
             // The snapshot is complete and the journal names it: recovery finishes this.
             warn!(sandbox_id = %id, error = %e, "could not record a committed pause");
         }
+        self.fault("pause.recorded", id);
         if let Err(e) = self.after_pause(p, rec, generation) {
             warn!(sandbox_id = %id, error = %e, "cleanup after a committed pause failed");
         }
@@ -108,6 +110,7 @@ impl RuncRuntime {
         mkdir(&partial, 0o711).at(id, Step::Checkpoint)?;
         if live {
             self.runc.freeze(id.as_str()).at(id, Step::Checkpoint)?;
+            self.fault("pause.frozen", id);
         }
         if mode == PauseMode::Full {
             let images = partial.join(snap::IMAGES);
@@ -115,6 +118,7 @@ impl RuncRuntime {
             let work = p.dir.join("dump-work");
             remove_dir_all_if_exists(&work).at(id, Step::Checkpoint)?;
             mkdir(&work, 0o700).at(id, Step::Checkpoint)?;
+            self.fault("pause.checkpointing", id);
             self.runc
                 .checkpoint(
                     id.as_str(),
@@ -125,6 +129,7 @@ impl RuncRuntime {
                     &p.dir,
                 )
                 .at(id, Step::Checkpoint)?;
+            self.fault("pause.dumped", id);
             // The files must not change between the dump and the kill.
             if !self.cgroups.is_frozen(id) {
                 let log = fs::read_to_string(work.join("dump.log")).unwrap_or_default();
@@ -161,9 +166,11 @@ impl RuncRuntime {
                 previous.as_ref(),
             )?;
             manifest.write_durable(&partial)?;
+            self.fault("pause.manifested", id);
             let dir = p.generation(generation);
             fs::rename(&partial, &dir).map_err(Cause::io(&dir))?;
             snap::sync_dir(&p.snapshots)?;
+            self.fault("pause.committed", id);
             Ok(SnapshotInfo {
                 generation,
                 path: dir,

@@ -58,6 +58,7 @@ impl RuncRuntime {
         }
         rec.op = Some(Op::Resume { generation });
         write_json_durable(&p.record, &*rec).at(id, Step::Restore)?;
+        self.fault("resume.journaled", id);
         let started = Instant::now();
         let attempt = (|| -> Result<(), Cause> {
             // The restore must see the mounts the dump saw, so the bundle is the one the
@@ -72,6 +73,7 @@ impl RuncRuntime {
                     let work = p.dir.join("restore-work");
                     remove_dir_all_if_exists(&work)?;
                     mkdir(&work, 0o700)?;
+                    self.fault("resume.restoring", id);
                     self.runc.restore(
                         id.as_str(),
                         &p.bundle,
@@ -89,9 +91,11 @@ impl RuncRuntime {
             self.undo_restore(p, rec);
             return Err(e).at(id, Step::Restore);
         }
+        self.fault("resume.restored", id);
         rec.paused = None;
         rec.op = None;
         write_json_durable(&p.record, &*rec).at(id, Step::Restore)?;
+        self.fault("resume.recorded", id);
         self.retire_snapshot(p, &dir);
         info!(sandbox_id = %id, generation, restore_ms = started.elapsed().as_millis() as u64, "resumed");
         self.info_of(p, rec)

@@ -214,8 +214,12 @@ pub fn addr_of(info: &SandboxInfo) -> SocketAddr {
 
 /// Every trace a sandbox can leave on the host, as human-readable findings.
 pub fn traces_of(id: &SandboxId) -> Vec<String> {
+    traces_in(&data_dir(), id)
+}
+
+/// [`traces_of`] for a sandbox of data dir `dd`.
+pub fn traces_in(dd: &std::path::Path, id: &SandboxId) -> Vec<String> {
     let mut found = Vec::new();
-    let dd = data_dir();
     for p in [
         dd.join("sandboxes").join(id.as_str()),
         dd.join("snapshots").join(id.as_str()),
