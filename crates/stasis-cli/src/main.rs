@@ -294,12 +294,30 @@ fn gc(data_dir: &std::path::Path, net: &NetArgs) -> Result<()> {
         return Ok(());
     }
     let rt = open_runtime(data_dir, net)?;
+    // Recovery first: it also ends what a crashed server left of sandboxes that have no
+    // dir any more (runc/CRIU in their ops cgroups, processes, runc state, mounts).
     let all = rt.adopt()?;
     let mut failed = 0;
     for s in &all {
-        if let Err(e) = rt.kill(&s.spec.id) {
-            failed += 1;
-            eprintln!("could not remove sandbox {}: {e:#}", s.spec.id);
+        match rt.kill(&s.spec.id) {
+            Ok(()) => eprintln!(
+                "removed sandbox {} ({}): processes, mounts, veth, cgroups, runc state, files, leases",
+                s.spec.id,
+                s.state.name()
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("could not remove sandbox {}: {e:#}", s.spec.id);
+            }
+        }
+    }
+    let quarantine = data_dir.join("quarantine");
+    if let Ok(rd) = std::fs::read_dir(&quarantine) {
+        for q in rd.flatten() {
+            eprintln!(
+                "kept {} (quarantined data; remove it yourself once checked)",
+                q.path().display()
+            );
         }
     }
     eprintln!(

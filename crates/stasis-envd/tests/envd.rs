@@ -378,10 +378,14 @@ async fn pty_bash_resize_and_ctrl_c() {
 
         // Ctrl-C interrupts the foreground job, and the shell keeps working
         screen.clear();
-        send("sleep 30; echo not-$((1))-interrupted\n").await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Wait until the line runs (the marker is printed by the shell running it), and
+        // after Ctrl-C until the terminal has echoed it: a signal from the terminal
+        // flushes its pending input, so a command typed before that could be lost.
+        send("echo started-$((1+1)); sleep 30; echo not-$((1))-interrupted\n").await;
+        until(&mut s, &mut screen, "started-2").await;
         let t = Instant::now();
         send("\x03").await;
+        until(&mut s, &mut screen, "^C").await;
         send("echo after-$((20+22))\n").await;
         until(&mut s, &mut screen, "after-42").await;
         assert!(t.elapsed() < Duration::from_secs(5));

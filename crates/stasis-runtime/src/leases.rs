@@ -246,3 +246,53 @@ mod race {
         }
     }
 }
+
+#[cfg(test)]
+mod takeover_race {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    /// Owners whose sandboxes go away (stale leases) while others take them over and the
+    /// old owners release: no key is ever held by two owners at once.
+    #[test]
+    fn release_never_removes_a_lease_taken_over_meanwhile() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pool = LeasePool::new(tmp.path().join("leases"));
+        let held: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
+        std::thread::scope(|s| {
+            for t in 0..6 {
+                let pool = pool.clone();
+                let held = &held;
+                let data = tmp.path().join(format!("data{t}"));
+                s.spawn(move || {
+                    for round in 0..400 {
+                        let id: SandboxId = format!("t{t}r{round}").parse().unwrap();
+                        let dir = data.join("sandboxes").join(id.as_str());
+                        fs::create_dir_all(&dir).unwrap();
+                        let owner = Owner {
+                            data_dir: data.clone(),
+                            id,
+                        };
+                        let key = pool
+                            .acquire_first((0..3).map(|k| k.to_string()), &owner)
+                            .unwrap();
+                        if let Some(key) = key {
+                            assert!(
+                                held.lock().unwrap().insert(key.clone()),
+                                "key {key} held twice"
+                            );
+                            // The sandbox goes (its lease is stale from here), then it
+                            // gives the lease back, as a kill does.
+                            held.lock().unwrap().remove(&key);
+                            fs::remove_dir_all(&dir).unwrap();
+                            pool.release(&key, &owner);
+                        } else {
+                            fs::remove_dir_all(&dir).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+    }
+}

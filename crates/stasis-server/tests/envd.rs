@@ -315,9 +315,12 @@ async fn pty_sessions_resize_and_interrupt() {
     send("stty size\n").await;
     s.until_output("30 100").await;
     // Ctrl-C interrupts the foreground job, and the shell lives on.
-    send("sleep 1000\n").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the line runs, and after Ctrl-C until the terminal echoed it: the
+    // signal flushes the terminal's pending input, which could swallow the next command.
+    send("echo started-$((1+1)); sleep 1000\n").await;
+    s.until_output("started-2").await;
     send("\x03").await;
+    s.until_output("^C").await;
     send("echo after-interrupt-$((6*7))\n").await;
     s.until_output("after-interrupt-42").await;
 }

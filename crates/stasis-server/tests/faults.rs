@@ -47,7 +47,8 @@ async fn a_sandbox_whose_pid1_dies_keeps_its_files_or_is_removed_and_never_says_
         .create(json!({"templateID": "base", "autoPause": true, "timeout": 300}))
         .await;
     let (gone, tg) = srv.create(json!({"templateID": "base"})).await;
-    srv.run(&keep, &tk, "echo kept > /home/user/notes; sleep 1000 &").await;
+    srv.run(&keep, &tk, "echo kept > /home/user/notes; sleep 1000 &")
+        .await;
     srv.run(&gone, &tg, "echo x > /tmp/x").await;
 
     sigkill(init_pid(&keep));
@@ -58,7 +59,11 @@ async fn a_sandbox_whose_pid1_dies_keeps_its_files_or_is_removed_and_never_says_
     // ...the one killed on timeout is gone.
     srv.wait_state(&gone, None, 10).await;
     let (s, _) = srv
-        .call(Method::POST, &format!("/sandboxes/{gone}/connect"), Some(json!({})))
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{gone}/connect"),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(s, 404, "a dead sandbox is never connected to");
 
@@ -85,7 +90,11 @@ async fn a_sandbox_whose_pid1_dies_keeps_its_files_or_is_removed_and_never_says_
         .await;
     assert_eq!(s, 201);
     let (_, out, _) = srv
-        .run(&keep, &tk, "cat /home/user/notes; pgrep -c -x sleep || true")
+        .run(
+            &keep,
+            &tk,
+            "cat /home/user/notes; pgrep -c -x sleep || true",
+        )
         .await;
     assert_eq!(out, "kept\n0\n");
     srv.call(Method::DELETE, &format!("/sandboxes/{keep}"), None)
