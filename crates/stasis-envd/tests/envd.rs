@@ -269,20 +269,61 @@ async fn sigterm_and_sigkill() {
 }
 
 #[tokio::test]
-async fn connect_timeout_bounds_the_process_lifetime() {
+async fn connect_timeout_ends_the_stream_with_deadline_exceeded_and_kills_the_process() {
     timed(async {
         let a = Agent::start().await;
         let t = Instant::now();
         let mut s = a
             .stream(
                 "process.Process/Start",
-                &bash("sleep 30"),
+                &bash("echo started; sleep 30"),
                 &[("connect-timeout-ms", "500")],
             )
             .await;
         let c = collect(&mut s).await;
-        assert_eq!(c.end.status, "signal: killed");
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(
+            c.stdout_str(),
+            "started\n",
+            "output before the deadline arrives"
+        );
+        let err = c.stream_error.expect("the stream ends with an error");
+        assert_eq!(err.code, Code::DeadlineExceeded, "{err:?}");
+        assert_eq!(
+            c.end,
+            Default::default(),
+            "no end event once the deadline has passed"
+        );
+        let gone = Instant::now() + Duration::from_secs(5);
+        while alive(c.pid) {
+            assert!(
+                Instant::now() < gone,
+                "process {} outlived its deadline",
+                c.pid
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The kill is what ended it: its exit is retained for a late Connect.
+        let mut late = a
+            .stream(
+                "process.Process/Connect",
+                &json!({"process":{"pid": c.pid}}),
+                &[],
+            )
+            .await;
+        let late = collect(&mut late).await;
+        assert_eq!(late.end.status, "signal: killed");
+
+        // A command that ends before its deadline ends normally.
+        let mut s = a
+            .stream(
+                "process.Process/Start",
+                &bash("exit 4"),
+                &[("connect-timeout-ms", "10000")],
+            )
+            .await;
+        let c = collect(&mut s).await;
+        assert_eq!((c.end.exit_code, c.stream_error), (4, None));
         a.stop().await;
     })
     .await
