@@ -680,14 +680,6 @@ async fn precise_errors_for_bad_input() {
             .unwrap_err();
         assert_eq!(e.1.code, Code::InvalidArgument);
         let e = a
-            .unary::<_, Empty>(
-                "filesystem.Filesystem/Remove",
-                &json!({"path":"/no/such/path"}),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(e.1.code, Code::NotFound);
-        let e = a
             .unary::<_, Empty>("filesystem.Filesystem/Stat", &json!({"path":""}))
             .await
             .unwrap_err();
@@ -1083,6 +1075,33 @@ async fn filesystem_operations() {
             std::path::Path::new("/etc/hostname").exists() || std::path::Path::new("/etc").exists(),
             "symlink target untouched"
         );
+        a.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn remove_of_a_missing_path_succeeds() {
+    timed(async {
+        let a = Agent::start().await;
+        for missing in [a.path("never-was"), a.path("no/such/dir/below")] {
+            let r: Result<Empty, _> = a
+                .unary("filesystem.Filesystem/Remove", &json!({ "path": missing }))
+                .await;
+            assert!(r.is_ok(), "Remove {missing}: {r:?}");
+        }
+        // A link is removed, not what it points to.
+        std::fs::create_dir(a.path("kept")).unwrap();
+        std::os::unix::fs::symlink(a.path("kept"), a.path("link")).unwrap();
+        let _: Empty = a
+            .unary(
+                "filesystem.Filesystem/Remove",
+                &json!({"path": a.path("link")}),
+            )
+            .await
+            .unwrap();
+        assert!(std::fs::symlink_metadata(a.path("link")).is_err());
+        assert!(std::path::Path::new(&a.path("kept")).is_dir());
         a.stop().await;
     })
     .await

@@ -599,6 +599,15 @@ test('files.write metadata is kept (X-Metadata-* → EntryInfo.metadata, envd >=
   })
 })
 
+test('files.remove of a path where nothing is succeeds (remove-all)', async () => {
+  await withSandboxes(async (track) => {
+    const s = track(await Sandbox.create({ metadata: meta('remove-missing') }))
+    await s.files.remove('/tmp/never-was')
+    await s.files.remove('/tmp/no/such/dir')
+    assert.equal(await s.files.exists('/tmp/never-was'), false)
+  })
+})
+
 test("envd answers only with the sandbox's own access token", async () => {
   await withSandboxes(async (track) => {
     const a = track(await Sandbox.create({ metadata: meta('tokens') }))

@@ -310,13 +310,26 @@ pub fn move_entry(
     entry_info(dst, names)
 }
 
-/// `Remove`: a file, a symlink, or a directory tree.
+/// `Remove`: a file, a symlink (not its target) or a directory tree. Like envd's
+/// remove-all, a path where nothing is is already removed: that is success.
 pub fn remove(path: &Path) -> Result<(), FsError> {
-    let md = std::fs::symlink_metadata(path).map_err(|e| FsError::io("stat", path, e))?;
-    if md.is_dir() {
-        std::fs::remove_dir_all(path).map_err(|e| FsError::io("remove", path, e))
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(FsError::io("stat", path, e)),
+    };
+    let removed = if md.is_dir() {
+        std::fs::remove_dir_all(path)
     } else {
-        std::fs::remove_file(path).map_err(|e| FsError::io("remove", path, e))
+        std::fs::remove_file(path)
+    };
+    match removed {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(FsError::Io {
+            op: "remove",
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 

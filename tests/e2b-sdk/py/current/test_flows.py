@@ -466,6 +466,13 @@ def test_files_metadata(track):
     assert listed.metadata == {"owner": "sdk-suite", "kind": "Test"}, listed
 
 
+def test_remove_of_a_missing_path_succeeds(track):
+    s = track(Sandbox.create(metadata=meta("remove-missing")))
+    s.files.remove("/tmp/never-was")
+    s.files.remove("/tmp/no/such/dir")
+    assert s.files.exists("/tmp/never-was") is False
+
+
 def test_large_file_and_command_timeout(track):
     import hashlib
 
