@@ -1016,7 +1016,7 @@ async fn filesystem_operations() {
             .await
             .unwrap();
         let link = link.entry.unwrap();
-        assert_eq!(link.file_type, FileType::Symlink);
+        assert_eq!(link.file_type, FileType::Directory, "the target's type");
         assert_eq!(link.symlink_target.as_deref(), Some("/etc"));
 
         let l1: ListDirResponse = a
@@ -1075,6 +1075,183 @@ async fn filesystem_operations() {
             std::path::Path::new("/etc/hostname").exists() || std::path::Path::new("/etc").exists(),
             "symlink target untouched"
         );
+        a.stop().await;
+    })
+    .await
+}
+
+async fn stat(a: &Agent, path: &str) -> stasis_envd_proto::filesystem::EntryInfo {
+    let r: EntryResponse = a
+        .unary("filesystem.Filesystem/Stat", &json!({ "path": path }))
+        .await
+        .unwrap();
+    r.entry.unwrap()
+}
+
+async fn list(a: &Agent, path: &str) -> Vec<stasis_envd_proto::filesystem::EntryInfo> {
+    let r: ListDirResponse = a
+        .unary(
+            "filesystem.Filesystem/ListDir",
+            &json!({ "path": path, "depth": 1 }),
+        )
+        .await
+        .unwrap();
+    r.entries
+}
+
+#[tokio::test]
+async fn entry_mode_is_the_permission_bits_alone() {
+    timed(async {
+        use std::os::unix::fs::PermissionsExt;
+        let a = Agent::start().await;
+        let set = |rel: &str, mode: u32| {
+            std::fs::set_permissions(a.path(rel), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        std::fs::create_dir(a.path("d")).unwrap();
+        set("d", 0o755);
+        std::fs::create_dir(a.path("d/sticky")).unwrap();
+        set("d/sticky", 0o1777);
+        std::fs::write(a.path("d/f"), b"x").unwrap();
+        set("d/f", 0o640);
+        std::fs::write(a.path("d/setuid"), b"x").unwrap();
+        set("d/setuid", 0o4755);
+
+        // mode, permissions (Go's FileMode.String() of the full mode)
+        let want = [
+            ("d", 0o755, "drwxr-xr-x"),
+            ("d/f", 0o640, "-rw-r-----"),
+            ("d/setuid", 0o755, "urwxr-xr-x"),
+            ("d/sticky", 0o777, "dtrwxrwxrwx"),
+        ];
+        for (rel, mode, perms) in want {
+            let e = stat(&a, &a.path(rel)).await;
+            assert_eq!(
+                (e.mode, e.permissions.as_str()),
+                (mode, perms),
+                "Stat {rel}"
+            );
+        }
+        let listed: Vec<_> = list(&a, &a.path("d"))
+            .await
+            .into_iter()
+            .map(|e| (e.name, e.mode))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("f".to_string(), 0o640),
+                ("setuid".into(), 0o755),
+                ("sticky".into(), 0o777)
+            ]
+        );
+        // On the wire: a plain number, 493 for 0755.
+        let (status, body) = a
+            .unary_raw(
+                "filesystem.Filesystem/Stat",
+                serde_json::to_vec(&json!({"path": a.path("d")})).unwrap(),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["entry"]["mode"], 493, "{v}");
+        a.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn symlinks_report_their_resolved_target_and_its_type() {
+    timed(async {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let a = Agent::start().await;
+        std::fs::create_dir_all(a.path("real/sub")).unwrap();
+        std::fs::set_permissions(a.path("real/sub"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::write(a.path("real/f.txt"), b"twelve bytes").unwrap();
+        std::fs::set_permissions(a.path("real/f.txt"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::fs::create_dir(a.path("links")).unwrap();
+        symlink("../real/f.txt", a.path("links/to-file")).unwrap(); // relative text
+        symlink(a.path("real/sub"), a.path("links/to-dir")).unwrap();
+        symlink("to-file", a.path("links/chain")).unwrap(); // a link to a link
+        symlink("../real/missing", a.path("links/broken")).unwrap();
+        let real = |rel: &str| {
+            std::fs::canonicalize(a.path(rel))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        };
+
+        let f = stat(&a, &a.path("links/to-file")).await;
+        assert_eq!(f.file_type, FileType::File);
+        assert_eq!(
+            f.symlink_target,
+            Some(real("real/f.txt")),
+            "absolute, resolved"
+        );
+        assert_eq!(f.mode, 0o600, "the target's permission bits");
+        assert_eq!(
+            f.permissions, "Lrwxrwxrwx",
+            "the link's own FileMode string"
+        );
+        assert_eq!(
+            (f.name.as_str(), f.path),
+            ("to-file", a.path("links/to-file"))
+        );
+        assert_eq!(f.size, "../real/f.txt".len() as i64, "the link's own size");
+
+        let d = stat(&a, &a.path("links/to-dir")).await;
+        assert_eq!(d.file_type, FileType::Directory);
+        assert_eq!(d.symlink_target, Some(real("real/sub")));
+
+        let c = stat(&a, &a.path("links/chain")).await;
+        assert_eq!(c.file_type, FileType::File);
+        assert_eq!(
+            c.symlink_target,
+            Some(real("real/f.txt")),
+            "every link followed"
+        );
+
+        // A broken link: its own path as target, no type, no mode.
+        let b = stat(&a, &a.path("links/broken")).await;
+        assert_eq!(b.file_type, FileType::Unspecified);
+        assert_eq!(b.symlink_target, Some(a.path("links/broken")));
+        assert_eq!(b.mode, 0);
+
+        // ListDir describes its entries the same way, under the requested path.
+        let listed = list(&a, &a.path("links")).await;
+        let got: Vec<_> = listed
+            .iter()
+            .map(|e| {
+                (
+                    e.name.as_str(),
+                    e.file_type,
+                    e.symlink_target.clone(),
+                    e.mode,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "broken",
+                    FileType::Unspecified,
+                    Some(a.path("links/broken")),
+                    0
+                ),
+                ("chain", FileType::File, Some(real("real/f.txt")), 0o600),
+                ("to-dir", FileType::Directory, Some(real("real/sub")), 0o755),
+                ("to-file", FileType::File, Some(real("real/f.txt")), 0o600),
+            ]
+        );
+        // Listing through a link to a directory keeps the requested path.
+        let through = list(&a, &a.path("links/to-dir")).await;
+        assert!(through.is_empty(), "{through:?}");
+        std::fs::write(a.path("real/sub/g"), b"g").unwrap();
+        let through = list(&a, &a.path("links/to-dir")).await;
+        assert_eq!(through[0].path, a.path("links/to-dir/g"));
         a.stop().await;
     })
     .await

@@ -83,7 +83,7 @@ impl From<FsError> for ConnectError {
     }
 }
 
-// Go's os.FileMode bits, which envd reports verbatim in `mode`.
+// Go's os.FileMode bits, from which `permissions` is rendered.
 const GO_DIR: u32 = 1 << 31;
 const GO_SYMLINK: u32 = 1 << 27;
 const GO_DEVICE: u32 = 1 << 26;
@@ -156,25 +156,44 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
 
-/// Describes `path` without following a final symlink.
+/// Describes `path`. A final symlink is not followed for the name, size, times,
+/// owner and `permissions`, but it is resolved as envd does: `symlink_target` is the
+/// absolute path it finally leads to, and `type` and `mode` are those of that target
+/// (a broken link: the link's own path, type unspecified, mode 0).
 pub fn entry_info(path: &Path, names: &IdNames) -> Result<EntryInfo, FsError> {
     let md = std::fs::symlink_metadata(path).map_err(|e| FsError::io("stat", path, e))?;
     Ok(entry_from_metadata(path, &md, names))
 }
 
-/// Builds an [`EntryInfo`] from metadata already read.
-pub fn entry_from_metadata(path: &Path, md: &std::fs::Metadata, names: &IdNames) -> EntryInfo {
-    let ft = md.file_type();
-    let file_type = if ft.is_symlink() {
-        FileType::Symlink
-    } else if ft.is_dir() {
+fn file_type_of(ft: std::fs::FileType) -> FileType {
+    if ft.is_dir() {
         FileType::Directory
     } else if ft.is_file() {
         FileType::File
+    } else if ft.is_symlink() {
+        FileType::Symlink
     } else {
         FileType::Unspecified
+    }
+}
+
+/// Builds an [`EntryInfo`] from `md`, the metadata of `path` itself (not followed).
+pub fn entry_from_metadata(path: &Path, md: &std::fs::Metadata, names: &IdNames) -> EntryInfo {
+    let (file_type, mode, symlink_target) = if md.file_type().is_symlink() {
+        // Every link on the way is resolved; one that cannot be is its own target.
+        let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let (file_type, mode) = match std::fs::metadata(&target) {
+            Ok(t) => (file_type_of(t.file_type()), t.permissions().mode() & 0o777),
+            Err(_) => (FileType::Unspecified, 0),
+        };
+        (file_type, mode, Some(target.to_string_lossy().into_owned()))
+    } else {
+        (
+            file_type_of(md.file_type()),
+            md.permissions().mode() & 0o777,
+            None,
+        )
     };
-    let mode = go_mode(md.permissions().mode());
     EntryInfo {
         name: path
             .file_name()
@@ -183,16 +202,14 @@ pub fn entry_from_metadata(path: &Path, md: &std::fs::Metadata, names: &IdNames)
         file_type,
         path: path.to_string_lossy().into_owned(),
         size: md.len() as i64,
+        // Only the permission bits, as envd sends them; the type travels in `type`
+        // and, with the special bits, in `permissions` (Go's `FileMode.String()`).
         mode,
-        permissions: go_mode_string(mode),
+        permissions: go_mode_string(go_mode(md.permissions().mode())),
         owner: names.user(md.uid()),
         group: names.group(md.gid()),
         modified_time: md.modified().ok().map(rfc3339),
-        symlink_target: ft
-            .is_symlink()
-            .then(|| std::fs::read_link(path).ok())
-            .flatten()
-            .map(|t| t.to_string_lossy().into_owned()),
+        symlink_target,
         metadata: read_metadata(path),
     }
 }

@@ -466,6 +466,39 @@ def test_files_metadata(track):
     assert listed.metadata == {"owner": "sdk-suite", "kind": "Test"}, listed
 
 
+# A tree for the EntryInfo flows: a 0755 dir, a 0640 file, links to both and a broken one.
+ENTRY_TREE = " && ".join(
+    [
+        "mkdir -p /tmp/e/real && chmod 755 /tmp/e/real",
+        "echo data > /tmp/e/real/f.txt && chmod 640 /tmp/e/real/f.txt",
+        "ln -s real/f.txt /tmp/e/to-file && ln -s /tmp/e/real /tmp/e/to-dir",
+        "ln -s missing /tmp/e/broken",
+    ]
+)
+
+
+def test_entry_mode_is_the_permission_bits(track):
+    s = track(Sandbox.create(metadata=meta("entry-mode")))
+    s.commands.run(ENTRY_TREE)
+    d = s.files.get_info("/tmp/e/real")
+    assert (d.mode, d.permissions) == (0o755, "drwxr-xr-x"), d
+    assert s.files.get_info("/tmp/e/real/f.txt").mode == 0o640
+    assert [(e.name, e.mode) for e in s.files.list("/tmp/e/real")] == [("f.txt", 0o640)]
+
+
+def test_symlink_shows_its_resolved_target_and_its_type(track):
+    s = track(Sandbox.create(metadata=meta("entry-symlink")))
+    s.commands.run(ENTRY_TREE)
+    link = s.files.get_info("/tmp/e/to-file")
+    assert (link.type, link.symlink_target, link.mode) == (FileType.FILE, "/tmp/e/real/f.txt", 0o640), link
+    listed = {e.name: e for e in s.files.list("/tmp/e")}
+    assert (listed["to-dir"].type, listed["to-dir"].symlink_target) == (FileType.DIR, "/tmp/e/real")
+    # A broken link has no type (files.list leaves it out) and is its own target.
+    assert "broken" not in listed, listed.get("broken")
+    broken = s.files.get_info("/tmp/e/broken")
+    assert (broken.type, broken.symlink_target) == (None, "/tmp/e/broken"), broken
+
+
 def test_remove_of_a_missing_path_succeeds(track):
     s = track(Sandbox.create(metadata=meta("remove-missing")))
     s.files.remove("/tmp/never-was")
