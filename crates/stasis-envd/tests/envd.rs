@@ -1284,6 +1284,149 @@ async fn remove_of_a_missing_path_succeeds() {
     .await
 }
 
+/// `POST /files?path=` with `headers`; the answer's single entry.
+async fn upload_with(
+    a: &Agent,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut rb = a
+        .http
+        .post(a.url(&format!("/files?path={path}")))
+        .header("content-type", "application/octet-stream")
+        .body(body.to_string());
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    v[0].clone()
+}
+
+#[tokio::test]
+async fn upload_answers_with_the_metadata_it_stored() {
+    timed(async {
+        let a = Agent::start().await;
+        let path = a.path("meta.txt");
+        let e = upload_with(
+            &a,
+            &path,
+            "one",
+            &[("x-metadata-Owner", "me"), ("x-metadata-kind", "a")],
+        )
+        .await;
+        assert_eq!(
+            e,
+            json!({"path": path, "name": "meta.txt", "type": "file", "metadata": {"owner": "me", "kind": "a"}})
+        );
+        let plain = upload_with(&a, &a.path("plain.txt"), "x", &[]).await;
+        assert_eq!(
+            plain,
+            json!({"path": a.path("plain.txt"), "name": "plain.txt", "type": "file"}),
+            "no metadata, no key"
+        );
+
+        // Multipart: every file gets the metadata.
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::multipart::Part::text("1").file_name(a.path("m1")),
+            )
+            .part(
+                "file",
+                reqwest::multipart::Part::text("2").file_name(a.path("m2")),
+            );
+        let r = a
+            .http
+            .post(a.url("/files"))
+            .header("x-metadata-batch", "7")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (v[0]["metadata"].clone(), v[1]["metadata"].clone()),
+            (json!({"batch": "7"}), json!({"batch": "7"}))
+        );
+        a.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_upload_replaces_the_metadata_of_the_file_it_overwrites() {
+    timed(async {
+        let a = Agent::start().await;
+        let path = a.path("meta.txt");
+        upload_with(
+            &a,
+            &path,
+            "one",
+            &[("x-metadata-owner", "me"), ("x-metadata-kind", "a")],
+        )
+        .await;
+        // Keys not sent again are dropped.
+        upload_with(&a, &path, "two", &[("x-metadata-kind", "b")]).await;
+        assert_eq!(
+            stat(&a, &path).await.metadata,
+            [("kind".to_string(), "b".to_string())].into()
+        );
+        // No headers: the old metadata is cleared.
+        upload_with(&a, &path, "three", &[]).await;
+        assert!(stat(&a, &path).await.metadata.is_empty());
+        assert_eq!(std::fs::read(&path).unwrap(), b"three");
+        a.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn metadata_a_file_cannot_hold_is_refused_before_writing() {
+    timed(async {
+        let a = Agent::start().await;
+        let too_much = "v".repeat(5000);
+        let long_key = format!("x-metadata-{}", "k".repeat(250));
+        let refused: [(&str, &[u8]); 3] = [
+            ("x-metadata-big", too_much.as_bytes()),
+            (&long_key, b"v"),
+            ("x-metadata-accent", "caf\u{e9}".as_bytes()),
+        ];
+        for (name, value) in refused {
+            let r = a
+                .http
+                .post(a.url(&format!("/files?path={}", a.path("refused.txt"))))
+                .header("content-type", "application/octet-stream")
+                .header(
+                    name,
+                    reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+                )
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 400, "{name}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("invalid metadata"),
+                "{body}"
+            );
+        }
+        assert!(!std::path::Path::new(&a.path("refused.txt")).exists());
+        // A bare `X-Metadata-` names no key and is ignored.
+        let e = upload_with(&a, &a.path("bare.txt"), "x", &[("x-metadata-", "v")]).await;
+        assert_eq!(e.get("metadata"), None, "{e}");
+        a.stop().await;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn watch_dir_stream_and_polling_watcher() {
     timed(async {

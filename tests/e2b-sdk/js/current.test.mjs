@@ -640,6 +640,29 @@ test('files: a symlink shows its resolved absolute target and the type and mode 
   })
 })
 
+test('files.write answers with the metadata it stored', async () => {
+  await withSandboxes(async (track) => {
+    const s = track(await Sandbox.create({ metadata: meta('write-metadata') }))
+    const w = await s.files.write('/tmp/m.txt', 'one', { metadata: { Owner: 'sdk-suite' } })
+    assert.deepEqual(w.metadata, { owner: 'sdk-suite' }, JSON.stringify(w))
+    const plain = await s.files.write('/tmp/plain.txt', 'x')
+    assert.equal(plain.metadata, undefined, JSON.stringify(plain))
+  })
+})
+
+test('files.write without metadata over a file clears its old metadata', async () => {
+  await withSandboxes(async (track) => {
+    const s = track(await Sandbox.create({ metadata: meta('overwrite-metadata') }))
+    await s.files.write('/tmp/m.txt', 'one', { metadata: { owner: 'sdk-suite', kind: 'a' } })
+    await s.files.write('/tmp/m.txt', 'two', { metadata: { kind: 'b' } })
+    assert.deepEqual((await s.files.getInfo('/tmp/m.txt')).metadata, { kind: 'b' }, 'keys not sent again are gone')
+    await s.files.write('/tmp/m.txt', 'three')
+    const st = await s.files.getInfo('/tmp/m.txt')
+    assert.equal(st.metadata, undefined, `old metadata cleared: ${JSON.stringify(st)}`)
+    assert.equal(await s.files.read('/tmp/m.txt'), 'three')
+  })
+})
+
 test('files.remove of a path where nothing is succeeds (remove-all)', async () => {
   await withSandboxes(async (track) => {
     const s = track(await Sandbox.create({ metadata: meta('remove-missing') }))

@@ -499,6 +499,25 @@ def test_symlink_shows_its_resolved_target_and_its_type(track):
     assert (broken.type, broken.symlink_target) == (None, "/tmp/e/broken"), broken
 
 
+def test_write_answers_with_the_metadata_it_stored(track):
+    s = track(Sandbox.create(metadata=meta("write-metadata")))
+    w = s.files.write("/tmp/m.txt", "one", metadata={"Owner": "sdk-suite"})
+    assert w.metadata == {"owner": "sdk-suite"}, w
+    plain = s.files.write("/tmp/plain.txt", "x")
+    assert not plain.metadata, plain
+
+
+def test_overwrite_without_metadata_clears_it(track):
+    s = track(Sandbox.create(metadata=meta("overwrite-metadata")))
+    s.files.write("/tmp/m.txt", "one", metadata={"owner": "sdk-suite", "kind": "a"})
+    s.files.write("/tmp/m.txt", "two", metadata={"kind": "b"})
+    assert s.files.get_info("/tmp/m.txt").metadata == {"kind": "b"}, "keys not sent again are gone"
+    s.files.write("/tmp/m.txt", "three")
+    st = s.files.get_info("/tmp/m.txt")
+    assert not st.metadata, st
+    assert s.files.read("/tmp/m.txt") == "three"
+
+
 def test_remove_of_a_missing_path_succeeds(track):
     s = track(Sandbox.create(metadata=meta("remove-missing")))
     s.files.remove("/tmp/never-was")
