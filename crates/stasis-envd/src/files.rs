@@ -157,20 +157,52 @@ pub async fn download(
         .file_name()
         .map(|n| n.to_string_lossy().replace(['"', '\\', '\r', '\n'], "_"))
         .unwrap_or_default();
-    let mut resp = Response::new(Body::from_stream(ReaderStream::with_capacity(
-        file,
-        256 * 1024,
-    )));
+    let (body, length) = if md.is_file() && md.len() == 0 {
+        unsized_body(file, &path).await?
+    } else {
+        let stream = ReaderStream::with_capacity(file, 256 * 1024);
+        (Body::from_stream(stream), Some(md.len()))
+    };
+    let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(md.len()));
+    if let Some(length) = length {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
+}
+
+/// What is read of a file whose size is unknown before a body without a length is sent.
+const UNSIZED_HEAD: u64 = 1 << 20;
+
+/// The body of a regular file that reports size 0: files of `/proc` and `/sys` have
+/// content all the same, so it is read, not trusted. Content up to [`UNSIZED_HEAD`]
+/// goes out with its exact `Content-Length` (an empty file keeps `Content-Length: 0`);
+/// more is streamed without a length.
+async fn unsized_body(
+    mut file: tokio::fs::File,
+    path: &Path,
+) -> Result<(Body, Option<u64>), FilesError> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    (&mut file)
+        .take(UNSIZED_HEAD + 1)
+        .read_to_end(&mut head)
+        .await
+        .map_err(|e| FilesError::Internal(format!("cannot read '{}': {e}", path.display())))?;
+    if head.len() as u64 <= UNSIZED_HEAD {
+        let length = head.len() as u64;
+        return Ok((Body::from(head), Some(length)));
+    }
+    let rest = ReaderStream::with_capacity(file, 256 * 1024);
+    let stream = futures_util::stream::once(async { Ok(Bytes::from(head)) }).chain(rest);
+    Ok((Body::from_stream(stream), None))
 }
 
 type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

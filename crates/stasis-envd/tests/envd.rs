@@ -1428,6 +1428,65 @@ async fn metadata_a_file_cannot_hold_is_refused_before_writing() {
 }
 
 #[tokio::test]
+async fn download_reads_files_whose_size_stats_as_zero() {
+    timed(async {
+        let a = Agent::start().await;
+        for path in [
+            "/proc/sys/kernel/random/boot_id",
+            "/proc/self/status",
+            "/proc/version",
+        ] {
+            assert_eq!(
+                std::fs::metadata(path).unwrap().len(),
+                0,
+                "{path} stats as empty"
+            );
+            let r = a
+                .http
+                .get(a.url(&format!("/files?path={path}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{path}");
+            let length: usize = r.headers()["content-length"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let got = r.bytes().await.unwrap();
+            assert!(!got.is_empty(), "{path}: empty body");
+            assert_eq!(length, got.len(), "{path}: content-length matches the body");
+            if path.ends_with("boot_id") {
+                assert_eq!(got.as_ref(), std::fs::read(path).unwrap().as_slice());
+            }
+        }
+        let status = a
+            .http
+            .get(a.url("/files?path=/proc/self/status"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(status.starts_with("Name:"), "{status}");
+
+        // A file that really is empty is still an empty answer with its length.
+        std::fs::write(a.path("empty"), b"").unwrap();
+        let r = a
+            .http
+            .get(a.url(&format!("/files?path={}", a.path("empty"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-length"], "0");
+        assert!(r.bytes().await.unwrap().is_empty());
+        a.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
 async fn watch_dir_stream_and_polling_watcher() {
     timed(async {
         let a = Agent::start().await;

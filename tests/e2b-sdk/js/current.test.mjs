@@ -672,6 +672,16 @@ test('files.remove of a path where nothing is succeeds (remove-all)', async () =
   })
 })
 
+test('files.read of /proc files (size 0 in stat) returns their content', async () => {
+  await withSandboxes(async (track) => {
+    const s = track(await Sandbox.create({ metadata: meta('read-proc') }))
+    const boot = await s.files.read('/proc/sys/kernel/random/boot_id')
+    assert.match(boot, /^[0-9a-f-]{36}\n$/, JSON.stringify(boot))
+    assert.equal(boot, (await s.commands.run('cat /proc/sys/kernel/random/boot_id')).stdout)
+    assert.match(await s.files.read('/proc/self/status'), /^Name:/)
+  })
+})
+
 test("envd answers only with the sandbox's own access token", async () => {
   await withSandboxes(async (track) => {
     const a = track(await Sandbox.create({ metadata: meta('tokens') }))

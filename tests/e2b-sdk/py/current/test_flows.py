@@ -525,6 +525,14 @@ def test_remove_of_a_missing_path_succeeds(track):
     assert s.files.exists("/tmp/never-was") is False
 
 
+def test_read_of_proc_files_returns_their_content(track):
+    s = track(Sandbox.create(metadata=meta("read-proc")))
+    boot = s.files.read("/proc/sys/kernel/random/boot_id")
+    assert re.fullmatch(r"[0-9a-f-]{36}\n", boot), repr(boot)
+    assert boot == s.commands.run("cat /proc/sys/kernel/random/boot_id").stdout
+    assert s.files.read("/proc/self/status").startswith("Name:")
+
+
 def test_large_file_and_command_timeout(track):
     import hashlib
 
