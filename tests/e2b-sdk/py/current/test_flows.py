@@ -60,7 +60,7 @@ def test_pause_connect_cat_kill(track):
 def test_memory_survives_pause(track):
     sandbox = track(Sandbox.create(metadata=meta("memory")))
     h = sandbox.commands.run(
-        "n=0; while true; do n=$((n+1)); echo $n > /tmp/n; sleep 0.1; done",
+        "n=0; while true; do n=$((n+1)); echo $n > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.1; done",
         background=True,
         timeout=0,
     )
@@ -219,8 +219,9 @@ def test_stdin(track):
 
 def test_commands_connect_after_resume(track):
     s = track(Sandbox.create(metadata=meta("commands-connect")))
+    # The counter file is replaced by a rename, so a reader never sees it empty mid-write.
     h = s.commands.run(
-        "i=0; while true; do i=$((i+1)); echo tick $i; echo $i > /tmp/i; sleep 0.2; done",
+        "i=0; while true; do i=$((i+1)); echo tick $i; echo $i > /tmp/i.new; mv /tmp/i.new /tmp/i; sleep 0.2; done",
         background=True,
         timeout=0,
     )
