@@ -50,7 +50,8 @@ pub struct EntryInfo {
     /// Size in bytes (int64: a JSON string).
     #[serde(default, with = "int64", skip_serializing_if = "is_zero")]
     pub size: i64,
-    /// `st_mode` permission and type bits as Go's `os.FileMode` would report them.
+    /// Permission bits only (`0o755` for a usual directory), as envd sends Go's
+    /// `FileMode.Perm()`; a symlink's are its target's. The type is in `file_type`.
     #[serde(
         default,
         deserialize_with = "u32_lenient",

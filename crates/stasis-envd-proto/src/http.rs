@@ -56,6 +56,9 @@ pub struct UploadedEntry {
     /// Always `file` for uploads.
     #[serde(rename = "type")]
     pub entry_type: UploadedType,
+    /// The file's metadata after the write (`X-Metadata-*` headers), absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 #[cfg(test)]
@@ -68,6 +71,7 @@ mod tests {
             path: "/tmp/a.txt".into(),
             name: "a.txt".into(),
             entry_type: UploadedType::File,
+            metadata: None,
         };
         assert_eq!(
             serde_json::to_string(&vec![e]).unwrap(),

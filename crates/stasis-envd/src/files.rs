@@ -5,6 +5,7 @@
 //! new parent directories belong to that user. Errors are `{"code","message"}` JSON.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -156,20 +157,52 @@ pub async fn download(
         .file_name()
         .map(|n| n.to_string_lossy().replace(['"', '\\', '\r', '\n'], "_"))
         .unwrap_or_default();
-    let mut resp = Response::new(Body::from_stream(ReaderStream::with_capacity(
-        file,
-        256 * 1024,
-    )));
+    let (body, length) = if md.is_file() && md.len() == 0 {
+        unsized_body(file, &path).await?
+    } else {
+        let stream = ReaderStream::with_capacity(file, 256 * 1024);
+        (Body::from_stream(stream), Some(md.len()))
+    };
+    let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(md.len()));
+    if let Some(length) = length {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
+}
+
+/// What is read of a file whose size is unknown before a body without a length is sent.
+const UNSIZED_HEAD: u64 = 1 << 20;
+
+/// The body of a regular file that reports size 0: files of `/proc` and `/sys` have
+/// content all the same, so it is read, not trusted. Content up to [`UNSIZED_HEAD`]
+/// goes out with its exact `Content-Length` (an empty file keeps `Content-Length: 0`);
+/// more is streamed without a length.
+async fn unsized_body(
+    mut file: tokio::fs::File,
+    path: &Path,
+) -> Result<(Body, Option<u64>), FilesError> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    (&mut file)
+        .take(UNSIZED_HEAD + 1)
+        .read_to_end(&mut head)
+        .await
+        .map_err(|e| FilesError::Internal(format!("cannot read '{}': {e}", path.display())))?;
+    if head.len() as u64 <= UNSIZED_HEAD {
+        let length = head.len() as u64;
+        return Ok((Body::from(head), Some(length)));
+    }
+    let rest = ReaderStream::with_capacity(file, 256 * 1024);
+    let stream = futures_util::stream::once(async { Ok(Bytes::from(head)) }).chain(rest);
+    Ok((Body::from_stream(stream), None))
 }
 
 type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -209,15 +242,7 @@ pub async fn upload(
         .unwrap_or("")
         .to_string();
     let stream = decoded_body(&headers, body)?;
-    // `X-Metadata-<key>: <value>` headers become the files' metadata.
-    let metadata: std::collections::BTreeMap<String, String> = headers
-        .iter()
-        .filter_map(|(name, value)| {
-            let key = name.as_str().strip_prefix("x-metadata-")?;
-            Some((key.to_owned(), value.to_str().ok()?.to_owned()))
-        })
-        .filter(|(k, _)| !k.is_empty())
-        .collect();
+    let metadata = upload_metadata(&headers)?;
     let mut written = Vec::new();
     if content_type.to_ascii_lowercase().starts_with("multipart/") {
         let boundary = multer::parse_boundary(&content_type)
@@ -246,7 +271,7 @@ pub async fn upload(
             let path = resolve(&target, &user)?;
             let field_stream: ByteStream =
                 Box::pin(field.map_err(|e| io::Error::other(MultipartIo(e))));
-            written.push(write_file(&path, field_stream, &user, limit).await?);
+            written.push(write_file(&path, field_stream, &user, &metadata, limit).await?);
         }
         if written.is_empty() {
             return Err(FilesError::BadRequest(
@@ -260,19 +285,34 @@ pub async fn upload(
             .filter(|p| !p.is_empty())
             .ok_or_else(|| FilesError::BadRequest("path is required".into()))?;
         let path = resolve(&target, &user)?;
-        written.push(write_file(&path, stream, &user, limit).await?);
-    }
-    if !metadata.is_empty() {
-        let paths: Vec<PathBuf> = written.iter().map(|w| PathBuf::from(&w.path)).collect();
-        tokio::task::spawn_blocking(move || {
-            paths
-                .iter()
-                .try_for_each(|p| fsys::write_metadata(p, &metadata))
-        })
-        .await
-        .map_err(|e| FilesError::Internal(format!("task failed: {e}")))??;
+        written.push(write_file(&path, stream, &user, &metadata, limit).await?);
     }
     Ok(Json(written).into_response())
+}
+
+/// The `X-Metadata-<key>: <value>` headers of an upload: every file it writes gets
+/// exactly this metadata (none clears what the file had).
+fn upload_metadata(headers: &HeaderMap) -> Result<BTreeMap<String, String>, FilesError> {
+    let mut metadata = BTreeMap::new();
+    for (name, value) in headers {
+        // A bare `X-Metadata-` names no key and is ignored, as envd does.
+        let Some(key) = name
+            .as_str()
+            .strip_prefix("x-metadata-")
+            .filter(|k| !k.is_empty())
+        else {
+            continue;
+        };
+        let value = std::str::from_utf8(value.as_bytes()).map_err(|_| {
+            FilesError::BadRequest(format!(
+                "invalid metadata: the value of header '{name}' is not text"
+            ))
+        })?;
+        metadata.insert(key.to_owned(), value.to_owned());
+    }
+    fsys::validate_metadata(&metadata)
+        .map_err(|e| FilesError::BadRequest(format!("invalid metadata: {e}")))?;
+    Ok(metadata)
 }
 
 /// Wraps a multer error so it can travel through `io::Error` and be recognised again.
@@ -293,6 +333,7 @@ async fn write_file(
     path: &Path,
     mut data: ByteStream,
     user: &User,
+    metadata: &BTreeMap<String, String>,
     limit: u64,
 ) -> Result<UploadedEntry, FilesError> {
     let (p, u) = (path.to_path_buf(), user.clone());
@@ -349,10 +390,15 @@ async fn write_file(
     out.flush().await.map_err(|e| io_err("write", e))?;
     // No fsync, like envd: durability comes from the snapshot, which captures the
     // upper dir after the sandbox is frozen.
-    let (p, u) = (path.to_path_buf(), user.clone());
-    tokio::task::spawn_blocking(move || fsys::chown(&p, &u))
-        .await
-        .map_err(|e| FilesError::Internal(format!("task failed: {e}")))??;
+    let file = out.into_inner().into_std().await;
+    let (p, u, m) = (path.to_path_buf(), user.clone(), metadata.clone());
+    let stored = tokio::task::spawn_blocking(move || {
+        fsys::chown(&p, &u)?;
+        fsys::replace_metadata(&file, &p, &m)?;
+        Ok::<_, FsError>(fsys::read_metadata(&p))
+    })
+    .await
+    .map_err(|e| FilesError::Internal(format!("task failed: {e}")))??;
     Ok(UploadedEntry {
         path: path.to_string_lossy().into_owned(),
         name: path
@@ -360,5 +406,7 @@ async fn write_file(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         entry_type: UploadedType::File,
+        // What the file holds now, read back: empty when the file system keeps none.
+        metadata: (!stored.is_empty()).then_some(stored),
     })
 }

@@ -269,20 +269,61 @@ async fn sigterm_and_sigkill() {
 }
 
 #[tokio::test]
-async fn connect_timeout_bounds_the_process_lifetime() {
+async fn connect_timeout_ends_the_stream_with_deadline_exceeded_and_kills_the_process() {
     timed(async {
         let a = Agent::start().await;
         let t = Instant::now();
         let mut s = a
             .stream(
                 "process.Process/Start",
-                &bash("sleep 30"),
+                &bash("echo started; sleep 30"),
                 &[("connect-timeout-ms", "500")],
             )
             .await;
         let c = collect(&mut s).await;
-        assert_eq!(c.end.status, "signal: killed");
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(
+            c.stdout_str(),
+            "started\n",
+            "output before the deadline arrives"
+        );
+        let err = c.stream_error.expect("the stream ends with an error");
+        assert_eq!(err.code, Code::DeadlineExceeded, "{err:?}");
+        assert_eq!(
+            c.end,
+            Default::default(),
+            "no end event once the deadline has passed"
+        );
+        let gone = Instant::now() + Duration::from_secs(5);
+        while alive(c.pid) {
+            assert!(
+                Instant::now() < gone,
+                "process {} outlived its deadline",
+                c.pid
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The kill is what ended it: its exit is retained for a late Connect.
+        let mut late = a
+            .stream(
+                "process.Process/Connect",
+                &json!({"process":{"pid": c.pid}}),
+                &[],
+            )
+            .await;
+        let late = collect(&mut late).await;
+        assert_eq!(late.end.status, "signal: killed");
+
+        // A command that ends before its deadline ends normally.
+        let mut s = a
+            .stream(
+                "process.Process/Start",
+                &bash("exit 4"),
+                &[("connect-timeout-ms", "10000")],
+            )
+            .await;
+        let c = collect(&mut s).await;
+        assert_eq!((c.end.exit_code, c.stream_error), (4, None));
         a.stop().await;
     })
     .await
@@ -643,14 +684,6 @@ async fn precise_errors_for_bad_input() {
             .unwrap_err();
         assert_eq!(e.1.code, Code::InvalidArgument);
         let e = a
-            .unary::<_, Empty>(
-                "filesystem.Filesystem/Remove",
-                &json!({"path":"/no/such/path"}),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(e.1.code, Code::NotFound);
-        let e = a
             .unary::<_, Empty>("filesystem.Filesystem/Stat", &json!({"path":""}))
             .await
             .unwrap_err();
@@ -987,7 +1020,7 @@ async fn filesystem_operations() {
             .await
             .unwrap();
         let link = link.entry.unwrap();
-        assert_eq!(link.file_type, FileType::Symlink);
+        assert_eq!(link.file_type, FileType::Directory, "the target's type");
         assert_eq!(link.symlink_target.as_deref(), Some("/etc"));
 
         let l1: ListDirResponse = a
@@ -1046,6 +1079,412 @@ async fn filesystem_operations() {
             std::path::Path::new("/etc/hostname").exists() || std::path::Path::new("/etc").exists(),
             "symlink target untouched"
         );
+        a.stop().await;
+    })
+    .await
+}
+
+async fn stat(a: &Agent, path: &str) -> stasis_envd_proto::filesystem::EntryInfo {
+    let r: EntryResponse = a
+        .unary("filesystem.Filesystem/Stat", &json!({ "path": path }))
+        .await
+        .unwrap();
+    r.entry.unwrap()
+}
+
+async fn list(a: &Agent, path: &str) -> Vec<stasis_envd_proto::filesystem::EntryInfo> {
+    let r: ListDirResponse = a
+        .unary(
+            "filesystem.Filesystem/ListDir",
+            &json!({ "path": path, "depth": 1 }),
+        )
+        .await
+        .unwrap();
+    r.entries
+}
+
+#[tokio::test]
+async fn entry_mode_is_the_permission_bits_alone() {
+    timed(async {
+        use std::os::unix::fs::PermissionsExt;
+        let a = Agent::start().await;
+        let set = |rel: &str, mode: u32| {
+            std::fs::set_permissions(a.path(rel), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        std::fs::create_dir(a.path("d")).unwrap();
+        set("d", 0o755);
+        std::fs::create_dir(a.path("d/sticky")).unwrap();
+        set("d/sticky", 0o1777);
+        std::fs::write(a.path("d/f"), b"x").unwrap();
+        set("d/f", 0o640);
+        std::fs::write(a.path("d/setuid"), b"x").unwrap();
+        set("d/setuid", 0o4755);
+
+        // mode, permissions (Go's FileMode.String() of the full mode)
+        let want = [
+            ("d", 0o755, "drwxr-xr-x"),
+            ("d/f", 0o640, "-rw-r-----"),
+            ("d/setuid", 0o755, "urwxr-xr-x"),
+            ("d/sticky", 0o777, "dtrwxrwxrwx"),
+        ];
+        for (rel, mode, perms) in want {
+            let e = stat(&a, &a.path(rel)).await;
+            assert_eq!(
+                (e.mode, e.permissions.as_str()),
+                (mode, perms),
+                "Stat {rel}"
+            );
+        }
+        let listed: Vec<_> = list(&a, &a.path("d"))
+            .await
+            .into_iter()
+            .map(|e| (e.name, e.mode))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("f".to_string(), 0o640),
+                ("setuid".into(), 0o755),
+                ("sticky".into(), 0o777)
+            ]
+        );
+        // On the wire: a plain number, 493 for 0755.
+        let (status, body) = a
+            .unary_raw(
+                "filesystem.Filesystem/Stat",
+                serde_json::to_vec(&json!({"path": a.path("d")})).unwrap(),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["entry"]["mode"], 493, "{v}");
+        a.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn symlinks_report_their_resolved_target_and_its_type() {
+    timed(async {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let a = Agent::start().await;
+        std::fs::create_dir_all(a.path("real/sub")).unwrap();
+        std::fs::set_permissions(a.path("real/sub"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::write(a.path("real/f.txt"), b"twelve bytes").unwrap();
+        std::fs::set_permissions(a.path("real/f.txt"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::fs::create_dir(a.path("links")).unwrap();
+        symlink("../real/f.txt", a.path("links/to-file")).unwrap(); // relative text
+        symlink(a.path("real/sub"), a.path("links/to-dir")).unwrap();
+        symlink("to-file", a.path("links/chain")).unwrap(); // a link to a link
+        symlink("../real/missing", a.path("links/broken")).unwrap();
+        let real = |rel: &str| {
+            std::fs::canonicalize(a.path(rel))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        };
+
+        let f = stat(&a, &a.path("links/to-file")).await;
+        assert_eq!(f.file_type, FileType::File);
+        assert_eq!(
+            f.symlink_target,
+            Some(real("real/f.txt")),
+            "absolute, resolved"
+        );
+        assert_eq!(f.mode, 0o600, "the target's permission bits");
+        assert_eq!(
+            f.permissions, "Lrwxrwxrwx",
+            "the link's own FileMode string"
+        );
+        assert_eq!(
+            (f.name.as_str(), f.path),
+            ("to-file", a.path("links/to-file"))
+        );
+        assert_eq!(f.size, "../real/f.txt".len() as i64, "the link's own size");
+
+        let d = stat(&a, &a.path("links/to-dir")).await;
+        assert_eq!(d.file_type, FileType::Directory);
+        assert_eq!(d.symlink_target, Some(real("real/sub")));
+
+        let c = stat(&a, &a.path("links/chain")).await;
+        assert_eq!(c.file_type, FileType::File);
+        assert_eq!(
+            c.symlink_target,
+            Some(real("real/f.txt")),
+            "every link followed"
+        );
+
+        // A broken link: its own path as target, no type, no mode.
+        let b = stat(&a, &a.path("links/broken")).await;
+        assert_eq!(b.file_type, FileType::Unspecified);
+        assert_eq!(b.symlink_target, Some(a.path("links/broken")));
+        assert_eq!(b.mode, 0);
+
+        // ListDir describes its entries the same way, under the requested path.
+        let listed = list(&a, &a.path("links")).await;
+        let got: Vec<_> = listed
+            .iter()
+            .map(|e| {
+                (
+                    e.name.as_str(),
+                    e.file_type,
+                    e.symlink_target.clone(),
+                    e.mode,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "broken",
+                    FileType::Unspecified,
+                    Some(a.path("links/broken")),
+                    0
+                ),
+                ("chain", FileType::File, Some(real("real/f.txt")), 0o600),
+                ("to-dir", FileType::Directory, Some(real("real/sub")), 0o755),
+                ("to-file", FileType::File, Some(real("real/f.txt")), 0o600),
+            ]
+        );
+        // Listing through a link to a directory keeps the requested path.
+        let through = list(&a, &a.path("links/to-dir")).await;
+        assert!(through.is_empty(), "{through:?}");
+        std::fs::write(a.path("real/sub/g"), b"g").unwrap();
+        let through = list(&a, &a.path("links/to-dir")).await;
+        assert_eq!(through[0].path, a.path("links/to-dir/g"));
+        a.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn remove_of_a_missing_path_succeeds() {
+    timed(async {
+        let a = Agent::start().await;
+        for missing in [a.path("never-was"), a.path("no/such/dir/below")] {
+            let r: Result<Empty, _> = a
+                .unary("filesystem.Filesystem/Remove", &json!({ "path": missing }))
+                .await;
+            assert!(r.is_ok(), "Remove {missing}: {r:?}");
+        }
+        // A link is removed, not what it points to.
+        std::fs::create_dir(a.path("kept")).unwrap();
+        std::os::unix::fs::symlink(a.path("kept"), a.path("link")).unwrap();
+        let _: Empty = a
+            .unary(
+                "filesystem.Filesystem/Remove",
+                &json!({"path": a.path("link")}),
+            )
+            .await
+            .unwrap();
+        assert!(std::fs::symlink_metadata(a.path("link")).is_err());
+        assert!(std::path::Path::new(&a.path("kept")).is_dir());
+        a.stop().await;
+    })
+    .await
+}
+
+/// `POST /files?path=` with `headers`; the answer's single entry.
+async fn upload_with(
+    a: &Agent,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut rb = a
+        .http
+        .post(a.url(&format!("/files?path={path}")))
+        .header("content-type", "application/octet-stream")
+        .body(body.to_string());
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    v[0].clone()
+}
+
+#[tokio::test]
+async fn upload_answers_with_the_metadata_it_stored() {
+    timed(async {
+        let a = Agent::start().await;
+        let path = a.path("meta.txt");
+        let e = upload_with(
+            &a,
+            &path,
+            "one",
+            &[("x-metadata-Owner", "me"), ("x-metadata-kind", "a")],
+        )
+        .await;
+        assert_eq!(
+            e,
+            json!({"path": path, "name": "meta.txt", "type": "file", "metadata": {"owner": "me", "kind": "a"}})
+        );
+        let plain = upload_with(&a, &a.path("plain.txt"), "x", &[]).await;
+        assert_eq!(
+            plain,
+            json!({"path": a.path("plain.txt"), "name": "plain.txt", "type": "file"}),
+            "no metadata, no key"
+        );
+
+        // Multipart: every file gets the metadata.
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::multipart::Part::text("1").file_name(a.path("m1")),
+            )
+            .part(
+                "file",
+                reqwest::multipart::Part::text("2").file_name(a.path("m2")),
+            );
+        let r = a
+            .http
+            .post(a.url("/files"))
+            .header("x-metadata-batch", "7")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (v[0]["metadata"].clone(), v[1]["metadata"].clone()),
+            (json!({"batch": "7"}), json!({"batch": "7"}))
+        );
+        a.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_upload_replaces_the_metadata_of_the_file_it_overwrites() {
+    timed(async {
+        let a = Agent::start().await;
+        let path = a.path("meta.txt");
+        upload_with(
+            &a,
+            &path,
+            "one",
+            &[("x-metadata-owner", "me"), ("x-metadata-kind", "a")],
+        )
+        .await;
+        // Keys not sent again are dropped.
+        upload_with(&a, &path, "two", &[("x-metadata-kind", "b")]).await;
+        assert_eq!(
+            stat(&a, &path).await.metadata,
+            [("kind".to_string(), "b".to_string())].into()
+        );
+        // No headers: the old metadata is cleared.
+        upload_with(&a, &path, "three", &[]).await;
+        assert!(stat(&a, &path).await.metadata.is_empty());
+        assert_eq!(std::fs::read(&path).unwrap(), b"three");
+        a.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn metadata_a_file_cannot_hold_is_refused_before_writing() {
+    timed(async {
+        let a = Agent::start().await;
+        let too_much = "v".repeat(5000);
+        let long_key = format!("x-metadata-{}", "k".repeat(250));
+        let refused: [(&str, &[u8]); 3] = [
+            ("x-metadata-big", too_much.as_bytes()),
+            (&long_key, b"v"),
+            ("x-metadata-accent", "caf\u{e9}".as_bytes()),
+        ];
+        for (name, value) in refused {
+            let r = a
+                .http
+                .post(a.url(&format!("/files?path={}", a.path("refused.txt"))))
+                .header("content-type", "application/octet-stream")
+                .header(
+                    name,
+                    reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+                )
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 400, "{name}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("invalid metadata"),
+                "{body}"
+            );
+        }
+        assert!(!std::path::Path::new(&a.path("refused.txt")).exists());
+        // A bare `X-Metadata-` names no key and is ignored.
+        let e = upload_with(&a, &a.path("bare.txt"), "x", &[("x-metadata-", "v")]).await;
+        assert_eq!(e.get("metadata"), None, "{e}");
+        a.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn download_reads_files_whose_size_stats_as_zero() {
+    timed(async {
+        let a = Agent::start().await;
+        for path in [
+            "/proc/sys/kernel/random/boot_id",
+            "/proc/self/status",
+            "/proc/version",
+        ] {
+            assert_eq!(
+                std::fs::metadata(path).unwrap().len(),
+                0,
+                "{path} stats as empty"
+            );
+            let r = a
+                .http
+                .get(a.url(&format!("/files?path={path}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{path}");
+            let length: usize = r.headers()["content-length"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let got = r.bytes().await.unwrap();
+            assert!(!got.is_empty(), "{path}: empty body");
+            assert_eq!(length, got.len(), "{path}: content-length matches the body");
+            if path.ends_with("boot_id") {
+                assert_eq!(got.as_ref(), std::fs::read(path).unwrap().as_slice());
+            }
+        }
+        let status = a
+            .http
+            .get(a.url("/files?path=/proc/self/status"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(status.starts_with("Name:"), "{status}");
+
+        // A file that really is empty is still an empty answer with its length.
+        std::fs::write(a.path("empty"), b"").unwrap();
+        let r = a
+            .http
+            .get(a.url(&format!("/files?path={}", a.path("empty"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-length"], "0");
+        assert!(r.bytes().await.unwrap().is_empty());
         a.stop().await;
     })
     .await

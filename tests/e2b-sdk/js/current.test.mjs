@@ -599,6 +599,89 @@ test('files.write metadata is kept (X-Metadata-* → EntryInfo.metadata, envd >=
   })
 })
 
+// A tree for the EntryInfo flows: a 0755 dir, a 0640 file, links to both and a broken one.
+const ENTRY_TREE = [
+  'mkdir -p /tmp/e/real && chmod 755 /tmp/e/real',
+  'echo data > /tmp/e/real/f.txt && chmod 640 /tmp/e/real/f.txt',
+  'ln -s real/f.txt /tmp/e/to-file && ln -s /tmp/e/real /tmp/e/to-dir && ln -s missing /tmp/e/broken',
+].join(' && ')
+
+test('files: EntryInfo.mode is the permission bits alone (a 0755 dir is 493)', async () => {
+  await withSandboxes(async (track) => {
+    const s = track(await Sandbox.create({ metadata: meta('entry-mode') }))
+    await s.commands.run(ENTRY_TREE)
+    const dir = await s.files.getInfo('/tmp/e/real')
+    assert.equal(dir.mode, 0o755, JSON.stringify(dir))
+    assert.equal(dir.permissions, 'drwxr-xr-x')
+    assert.equal((await s.files.getInfo('/tmp/e/real/f.txt')).mode, 0o640)
+    const listed = await s.files.list('/tmp/e/real')
+    assert.deepEqual(listed.map((e) => [e.name, e.mode]), [['f.txt', 0o640]])
+  })
+})
+
+test('files: a symlink shows its resolved absolute target and the type and mode of that target', async () => {
+  await withSandboxes(async (track) => {
+    const s = track(await Sandbox.create({ metadata: meta('entry-symlink') }))
+    await s.commands.run(ENTRY_TREE)
+    const link = await s.files.getInfo('/tmp/e/to-file')
+    assert.equal(link.type, 'file', JSON.stringify(link))
+    assert.equal(link.symlinkTarget, '/tmp/e/real/f.txt', 'not the link text real/f.txt')
+    assert.equal(link.mode, 0o640)
+    assert.equal(link.path, '/tmp/e/to-file')
+    const listed = Object.fromEntries((await s.files.list('/tmp/e')).map((e) => [e.name, e]))
+    assert.equal(listed['to-dir']?.type, 'dir', JSON.stringify(listed))
+    assert.equal(listed['to-dir'].symlinkTarget, '/tmp/e/real')
+    assert.equal(listed['to-file'].symlinkTarget, '/tmp/e/real/f.txt')
+    // a broken link has no type (so files.list leaves it out) and is its own target
+    assert.equal(listed.broken, undefined, JSON.stringify(listed.broken))
+    const broken = await s.files.getInfo('/tmp/e/broken')
+    assert.equal(broken.type, undefined, JSON.stringify(broken))
+    assert.equal(broken.symlinkTarget, '/tmp/e/broken')
+  })
+})
+
+test('files.write answers with the metadata it stored', async () => {
+  await withSandboxes(async (track) => {
+    const s = track(await Sandbox.create({ metadata: meta('write-metadata') }))
+    const w = await s.files.write('/tmp/m.txt', 'one', { metadata: { Owner: 'sdk-suite' } })
+    assert.deepEqual(w.metadata, { owner: 'sdk-suite' }, JSON.stringify(w))
+    const plain = await s.files.write('/tmp/plain.txt', 'x')
+    assert.equal(plain.metadata, undefined, JSON.stringify(plain))
+  })
+})
+
+test('files.write without metadata over a file clears its old metadata', async () => {
+  await withSandboxes(async (track) => {
+    const s = track(await Sandbox.create({ metadata: meta('overwrite-metadata') }))
+    await s.files.write('/tmp/m.txt', 'one', { metadata: { owner: 'sdk-suite', kind: 'a' } })
+    await s.files.write('/tmp/m.txt', 'two', { metadata: { kind: 'b' } })
+    assert.deepEqual((await s.files.getInfo('/tmp/m.txt')).metadata, { kind: 'b' }, 'keys not sent again are gone')
+    await s.files.write('/tmp/m.txt', 'three')
+    const st = await s.files.getInfo('/tmp/m.txt')
+    assert.equal(st.metadata, undefined, `old metadata cleared: ${JSON.stringify(st)}`)
+    assert.equal(await s.files.read('/tmp/m.txt'), 'three')
+  })
+})
+
+test('files.remove of a path where nothing is succeeds (remove-all)', async () => {
+  await withSandboxes(async (track) => {
+    const s = track(await Sandbox.create({ metadata: meta('remove-missing') }))
+    await s.files.remove('/tmp/never-was')
+    await s.files.remove('/tmp/no/such/dir')
+    assert.equal(await s.files.exists('/tmp/never-was'), false)
+  })
+})
+
+test('files.read of /proc files (size 0 in stat) returns their content', async () => {
+  await withSandboxes(async (track) => {
+    const s = track(await Sandbox.create({ metadata: meta('read-proc') }))
+    const boot = await s.files.read('/proc/sys/kernel/random/boot_id')
+    assert.match(boot, /^[0-9a-f-]{36}\n$/, JSON.stringify(boot))
+    assert.equal(boot, (await s.commands.run('cat /proc/sys/kernel/random/boot_id')).stdout)
+    assert.match(await s.files.read('/proc/self/status'), /^Name:/)
+  })
+})
+
 test("envd answers only with the sandbox's own access token", async () => {
   await withSandboxes(async (track) => {
     const a = track(await Sandbox.create({ metadata: meta('tokens') }))

@@ -83,7 +83,7 @@ impl From<FsError> for ConnectError {
     }
 }
 
-// Go's os.FileMode bits, which envd reports verbatim in `mode`.
+// Go's os.FileMode bits, from which `permissions` is rendered.
 const GO_DIR: u32 = 1 << 31;
 const GO_SYMLINK: u32 = 1 << 27;
 const GO_DEVICE: u32 = 1 << 26;
@@ -156,25 +156,44 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
 
-/// Describes `path` without following a final symlink.
+/// Describes `path`. A final symlink is not followed for the name, size, times,
+/// owner and `permissions`, but it is resolved as envd does: `symlink_target` is the
+/// absolute path it finally leads to, and `type` and `mode` are those of that target
+/// (a broken link: the link's own path, type unspecified, mode 0).
 pub fn entry_info(path: &Path, names: &IdNames) -> Result<EntryInfo, FsError> {
     let md = std::fs::symlink_metadata(path).map_err(|e| FsError::io("stat", path, e))?;
     Ok(entry_from_metadata(path, &md, names))
 }
 
-/// Builds an [`EntryInfo`] from metadata already read.
-pub fn entry_from_metadata(path: &Path, md: &std::fs::Metadata, names: &IdNames) -> EntryInfo {
-    let ft = md.file_type();
-    let file_type = if ft.is_symlink() {
-        FileType::Symlink
-    } else if ft.is_dir() {
+fn file_type_of(ft: std::fs::FileType) -> FileType {
+    if ft.is_dir() {
         FileType::Directory
     } else if ft.is_file() {
         FileType::File
+    } else if ft.is_symlink() {
+        FileType::Symlink
     } else {
         FileType::Unspecified
+    }
+}
+
+/// Builds an [`EntryInfo`] from `md`, the metadata of `path` itself (not followed).
+pub fn entry_from_metadata(path: &Path, md: &std::fs::Metadata, names: &IdNames) -> EntryInfo {
+    let (file_type, mode, symlink_target) = if md.file_type().is_symlink() {
+        // Every link on the way is resolved; one that cannot be is its own target.
+        let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let (file_type, mode) = match std::fs::metadata(&target) {
+            Ok(t) => (file_type_of(t.file_type()), t.permissions().mode() & 0o777),
+            Err(_) => (FileType::Unspecified, 0),
+        };
+        (file_type, mode, Some(target.to_string_lossy().into_owned()))
+    } else {
+        (
+            file_type_of(md.file_type()),
+            md.permissions().mode() & 0o777,
+            None,
+        )
     };
-    let mode = go_mode(md.permissions().mode());
     EntryInfo {
         name: path
             .file_name()
@@ -183,16 +202,14 @@ pub fn entry_from_metadata(path: &Path, md: &std::fs::Metadata, names: &IdNames)
         file_type,
         path: path.to_string_lossy().into_owned(),
         size: md.len() as i64,
+        // Only the permission bits, as envd sends them; the type travels in `type`
+        // and, with the special bits, in `permissions` (Go's `FileMode.String()`).
         mode,
-        permissions: go_mode_string(mode),
+        permissions: go_mode_string(go_mode(md.permissions().mode())),
         owner: names.user(md.uid()),
         group: names.group(md.gid()),
         modified_time: md.modified().ok().map(rfc3339),
-        symlink_target: ft
-            .is_symlink()
-            .then(|| std::fs::read_link(path).ok())
-            .flatten()
-            .map(|t| t.to_string_lossy().into_owned()),
+        symlink_target,
         metadata: read_metadata(path),
     }
 }
@@ -201,47 +218,136 @@ pub fn entry_from_metadata(path: &Path, md: &std::fs::Metadata, names: &IdNames)
 /// (`files.write(…, {metadata})`, sent as `X-Metadata-<key>` headers).
 const METADATA_XATTR_PREFIX: &str = "user.e2b.";
 
-/// The user metadata of `path` (its `user.e2b.*` extended attributes), not following
-/// symlinks. Missing support for xattrs simply means no metadata.
+/// Longest metadata key: the whole attribute name is limited to 255 bytes.
+pub const MAX_METADATA_KEY: usize = 255 - METADATA_XATTR_PREFIX.len();
+/// Most bytes of metadata (attribute names and values) one file can hold: ext4 keeps
+/// all of a file's attributes in one 4 KiB block.
+pub const MAX_METADATA_TOTAL: usize = 4096;
+
+/// Metadata that cannot be stored, with what is wrong.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum MetadataError {
+    /// An empty key (a bare `X-Metadata-` header).
+    #[error("metadata key must not be empty")]
+    EmptyKey,
+    /// A key longer than [`MAX_METADATA_KEY`].
+    #[error("metadata key '{0}' is longer than {MAX_METADATA_KEY} bytes")]
+    KeyTooLong(String),
+    /// A key or value with a byte outside printable ASCII.
+    #[error("metadata {what} contains a byte outside printable ASCII (0x20-0x7e)")]
+    NotPrintable {
+        /// Which key or value.
+        what: String,
+    },
+    /// More than [`MAX_METADATA_TOTAL`] bytes together.
+    #[error("metadata takes {0} bytes, more than the {MAX_METADATA_TOTAL} a file can hold")]
+    TooLarge(usize),
+}
+
+/// Checks that `metadata` can be stored on a file, before anything is written.
+pub fn validate_metadata(
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<(), MetadataError> {
+    let printable = |s: &str| s.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    let mut total = 0;
+    for (k, v) in metadata {
+        if k.is_empty() {
+            return Err(MetadataError::EmptyKey);
+        }
+        if !printable(k) {
+            return Err(MetadataError::NotPrintable {
+                what: format!("key {k:?}"),
+            });
+        }
+        if k.len() > MAX_METADATA_KEY {
+            return Err(MetadataError::KeyTooLong(k.clone()));
+        }
+        if !printable(v) {
+            return Err(MetadataError::NotPrintable {
+                what: format!("value of key '{k}'"),
+            });
+        }
+        total += METADATA_XATTR_PREFIX.len() + k.len() + v.len();
+    }
+    if total > MAX_METADATA_TOTAL {
+        return Err(MetadataError::TooLarge(total));
+    }
+    Ok(())
+}
+
+fn xattr_unsupported(e: rustix::io::Errno) -> bool {
+    e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::OPNOTSUPP
+}
+
+/// Splits a `listxattr` buffer into the names that carry metadata.
+fn metadata_names(list: &[u8]) -> impl Iterator<Item = &str> {
+    list.split(|b| *b == 0)
+        .filter_map(|n| std::str::from_utf8(n).ok())
+        .filter(|n| n.starts_with(METADATA_XATTR_PREFIX))
+}
+
+/// The user metadata of `path` (its `user.e2b.*` extended attributes). Like envd, a
+/// symlink is followed: a link shows its target's metadata. A file system without
+/// extended attributes (`/proc`) simply has none.
 pub fn read_metadata(path: &Path) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::new();
-    let mut names = vec![0u8; 4096];
-    let Ok(n) = rustix::fs::llistxattr(path, &mut names) else {
+    let mut list = vec![0u8; 64 * 1024];
+    let Ok(n) = rustix::fs::listxattr(path, &mut list) else {
         return out;
     };
-    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let Ok(name) = std::str::from_utf8(name) else {
-            continue;
-        };
-        let Some(key) = name.strip_prefix(METADATA_XATTR_PREFIX) else {
-            continue;
-        };
-        let mut value = vec![0u8; 4096];
-        if let Ok(len) = rustix::fs::lgetxattr(path, name, &mut value) {
-            out.insert(
-                key.to_owned(),
-                String::from_utf8_lossy(&value[..len]).into_owned(),
-            );
+    for name in metadata_names(&list[..n]) {
+        let mut value = vec![0u8; MAX_METADATA_TOTAL];
+        if let Ok(len) = rustix::fs::getxattr(path, name, &mut value) {
+            if let Ok(v) = std::str::from_utf8(&value[..len]) {
+                out.insert(name[METADATA_XATTR_PREFIX.len()..].to_owned(), v.to_owned());
+            }
         }
     }
     out
 }
 
-/// Stores user metadata on `path` as `user.e2b.<key>` extended attributes (keys are
-/// lower-cased, as HTTP header names arrive).
-pub fn write_metadata(
+/// Makes `metadata` the whole user metadata of the open file `file` (at `path`, for
+/// errors): attributes of keys not in it are removed, so overwriting a file without
+/// metadata clears what an earlier upload stored (truncation keeps attributes).
+/// Keys are lower-cased, as HTTP header names arrive. A file system without extended
+/// attributes stores nothing and is not an error, as in envd.
+pub fn replace_metadata(
+    file: &std::fs::File,
     path: &Path,
     metadata: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), FsError> {
-    for (k, v) in metadata {
-        let name = format!("{METADATA_XATTR_PREFIX}{}", k.to_ascii_lowercase());
-        rustix::fs::lsetxattr(
-            path,
+    let fail = |e: rustix::io::Errno| FsError::io("set metadata", path, e.into());
+    let mut list = vec![0u8; 64 * 1024];
+    let n = match rustix::fs::flistxattr(file, &mut list) {
+        Ok(n) => n,
+        Err(e) if xattr_unsupported(e) => return Ok(()),
+        Err(e) => return Err(fail(e)),
+    };
+    let wanted: std::collections::BTreeMap<String, &str> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+        .collect();
+    for name in metadata_names(&list[..n]) {
+        if wanted.contains_key(&name[METADATA_XATTR_PREFIX.len()..]) {
+            continue;
+        }
+        match rustix::fs::fremovexattr(file, name) {
+            Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    for (k, v) in &wanted {
+        let name = format!("{METADATA_XATTR_PREFIX}{k}");
+        match rustix::fs::fsetxattr(
+            file,
             name.as_str(),
             v.as_bytes(),
             rustix::fs::XattrFlags::empty(),
-        )
-        .map_err(|e| FsError::io("set metadata", path, e.into()))?;
+        ) {
+            Ok(()) => {}
+            Err(e) if xattr_unsupported(e) => return Ok(()),
+            Err(e) => return Err(fail(e)),
+        }
     }
     Ok(())
 }
@@ -310,13 +416,26 @@ pub fn move_entry(
     entry_info(dst, names)
 }
 
-/// `Remove`: a file, a symlink, or a directory tree.
+/// `Remove`: a file, a symlink (not its target) or a directory tree. Like envd's
+/// remove-all, a path where nothing is is already removed: that is success.
 pub fn remove(path: &Path) -> Result<(), FsError> {
-    let md = std::fs::symlink_metadata(path).map_err(|e| FsError::io("stat", path, e))?;
-    if md.is_dir() {
-        std::fs::remove_dir_all(path).map_err(|e| FsError::io("remove", path, e))
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(FsError::io("stat", path, e)),
+    };
+    let removed = if md.is_dir() {
+        std::fs::remove_dir_all(path)
     } else {
-        std::fs::remove_file(path).map_err(|e| FsError::io("remove", path, e))
+        std::fs::remove_file(path)
+    };
+    match removed {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(FsError::Io {
+            op: "remove",
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -382,5 +501,35 @@ mod tests {
         assert_eq!(go_mode_string(go_mode(0o120777)), "Lrwxrwxrwx");
         assert_eq!(go_mode_string(go_mode(0o104755)), "urwxr-xr-x");
         assert_eq!(go_mode_string(go_mode(0o041777)), "dtrwxrwxrwx");
+    }
+
+    #[test]
+    fn metadata_is_checked_like_envd() {
+        let one = |k: &str, v: &str| std::collections::BTreeMap::from([(k.into(), v.into())]);
+        assert_eq!(validate_metadata(&one("owner", "a b ~")), Ok(()));
+        assert_eq!(
+            validate_metadata(&one("", "x")),
+            Err(MetadataError::EmptyKey)
+        );
+        let long = "k".repeat(MAX_METADATA_KEY + 1);
+        assert_eq!(
+            validate_metadata(&one(&long, "x")),
+            Err(MetadataError::KeyTooLong(long.clone()))
+        );
+        assert!(validate_metadata(&one(&long[1..], "x")).is_ok());
+        assert!(matches!(
+            validate_metadata(&one("k", "caf\u{e9}")),
+            Err(MetadataError::NotPrintable { .. })
+        ));
+        assert!(matches!(
+            validate_metadata(&one("k", "tab\t")),
+            Err(MetadataError::NotPrintable { .. })
+        ));
+        let fits = "v".repeat(MAX_METADATA_TOTAL - METADATA_XATTR_PREFIX.len() - 1);
+        assert!(validate_metadata(&one("k", &fits)).is_ok());
+        assert_eq!(
+            validate_metadata(&one("k", &format!("{fits}v"))),
+            Err(MetadataError::TooLarge(MAX_METADATA_TOTAL + 1))
+        );
     }
 }

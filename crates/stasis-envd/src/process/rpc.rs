@@ -53,6 +53,10 @@ async fn start_inner(
         connect::read_stream_request(headers, body, s.limits.max_message).await?;
     let user = auth::request_user(s, headers)?;
     let lifetime = connect::timeout(headers)?;
+    // The deadline is taken before the process starts, so it passes no later than the
+    // process's lifetime, which kills it: the stream then ends with `deadline_exceeded`,
+    // as envd's does, and not with the end event of the kill.
+    let deadline = lifetime.map(|t| Instant::now() + t);
     let spec = build_spec(s, req, user, lifetime)?;
     let (process, sub) = s.procs.start(spec)?;
     let (tx, resp) = connect::stream_response();
@@ -61,7 +65,7 @@ async fn start_inner(
         sub,
         tx,
         connect::keepalive_interval(headers),
-        None,
+        deadline,
         s.shutdown.clone(),
     ));
     Ok(resp)
@@ -141,6 +145,8 @@ fn build_spec(
 }
 
 /// Streams `start`, the subscription's frames and keepalives, then the end-stream.
+/// Once `deadline` has passed nothing more is forwarded, not even an end event that is
+/// already queued: the stream ends with `deadline_exceeded`.
 async fn forward(
     pid: u32,
     mut sub: Subscription,
@@ -153,13 +159,23 @@ async fn forward(
         return;
     }
     let ka = frame(ProcessEvent::Keepalive(KeepAlive {}));
+    let deadline_exceeded = || ConnectError::new(Code::DeadlineExceeded, "connect timeout elapsed");
     loop {
         tokio::select! {
+            biased;
+            _ = crate::connect::until_deadline(deadline) => {
+                tx.end(Some(deadline_exceeded())).await;
+                return;
+            }
             msg = sub.recv() => match msg {
                 Some(Out::Frame(f)) => {
                     if tx.send_frame(f).await.is_err() {
                         return;
                     }
+                }
+                Some(Out::End(_)) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    tx.end(Some(deadline_exceeded())).await;
+                    return;
                 }
                 Some(Out::End(f)) => {
                     if tx.send_frame(f).await.is_ok() {
@@ -176,10 +192,6 @@ async fn forward(
                 if tx.send_frame(ka.clone()).await.is_err() {
                     return;
                 }
-            }
-            _ = crate::connect::until_deadline(deadline) => {
-                tx.end(Some(ConnectError::new(Code::DeadlineExceeded, "connect timeout elapsed"))).await;
-                return;
             }
             _ = shutdown.cancelled() => {
                 tx.end(Some(ConnectError::new(Code::Unavailable, "envd is shutting down"))).await;

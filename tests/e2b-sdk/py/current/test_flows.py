@@ -60,7 +60,7 @@ def test_pause_connect_cat_kill(track):
 def test_memory_survives_pause(track):
     sandbox = track(Sandbox.create(metadata=meta("memory")))
     h = sandbox.commands.run(
-        "n=0; while true; do n=$((n+1)); echo $n > /tmp/n; sleep 0.1; done",
+        "n=0; while true; do n=$((n+1)); echo $n > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.1; done",
         background=True,
         timeout=0,
     )
@@ -219,8 +219,9 @@ def test_stdin(track):
 
 def test_commands_connect_after_resume(track):
     s = track(Sandbox.create(metadata=meta("commands-connect")))
+    # The counter file is replaced by a rename, so a reader never sees it empty mid-write.
     h = s.commands.run(
-        "i=0; while true; do i=$((i+1)); echo tick $i; echo $i > /tmp/i; sleep 0.2; done",
+        "i=0; while true; do i=$((i+1)); echo tick $i; echo $i > /tmp/i.new; mv /tmp/i.new /tmp/i; sleep 0.2; done",
         background=True,
         timeout=0,
     )
@@ -464,6 +465,73 @@ def test_files_metadata(track):
     assert st.metadata == {"owner": "sdk-suite", "kind": "Test"}, st
     listed = next(e for e in s.files.list("/tmp") if e.name == "meta.txt")
     assert listed.metadata == {"owner": "sdk-suite", "kind": "Test"}, listed
+
+
+# A tree for the EntryInfo flows: a 0755 dir, a 0640 file, links to both and a broken one.
+ENTRY_TREE = " && ".join(
+    [
+        "mkdir -p /tmp/e/real && chmod 755 /tmp/e/real",
+        "echo data > /tmp/e/real/f.txt && chmod 640 /tmp/e/real/f.txt",
+        "ln -s real/f.txt /tmp/e/to-file && ln -s /tmp/e/real /tmp/e/to-dir",
+        "ln -s missing /tmp/e/broken",
+    ]
+)
+
+
+def test_entry_mode_is_the_permission_bits(track):
+    s = track(Sandbox.create(metadata=meta("entry-mode")))
+    s.commands.run(ENTRY_TREE)
+    d = s.files.get_info("/tmp/e/real")
+    assert (d.mode, d.permissions) == (0o755, "drwxr-xr-x"), d
+    assert s.files.get_info("/tmp/e/real/f.txt").mode == 0o640
+    assert [(e.name, e.mode) for e in s.files.list("/tmp/e/real")] == [("f.txt", 0o640)]
+
+
+def test_symlink_shows_its_resolved_target_and_its_type(track):
+    s = track(Sandbox.create(metadata=meta("entry-symlink")))
+    s.commands.run(ENTRY_TREE)
+    link = s.files.get_info("/tmp/e/to-file")
+    assert (link.type, link.symlink_target, link.mode) == (FileType.FILE, "/tmp/e/real/f.txt", 0o640), link
+    listed = {e.name: e for e in s.files.list("/tmp/e")}
+    assert (listed["to-dir"].type, listed["to-dir"].symlink_target) == (FileType.DIR, "/tmp/e/real")
+    # A broken link has no type (files.list leaves it out) and is its own target.
+    assert "broken" not in listed, listed.get("broken")
+    broken = s.files.get_info("/tmp/e/broken")
+    assert (broken.type, broken.symlink_target) == (None, "/tmp/e/broken"), broken
+
+
+def test_write_answers_with_the_metadata_it_stored(track):
+    s = track(Sandbox.create(metadata=meta("write-metadata")))
+    w = s.files.write("/tmp/m.txt", "one", metadata={"Owner": "sdk-suite"})
+    assert w.metadata == {"owner": "sdk-suite"}, w
+    plain = s.files.write("/tmp/plain.txt", "x")
+    assert not plain.metadata, plain
+
+
+def test_overwrite_without_metadata_clears_it(track):
+    s = track(Sandbox.create(metadata=meta("overwrite-metadata")))
+    s.files.write("/tmp/m.txt", "one", metadata={"owner": "sdk-suite", "kind": "a"})
+    s.files.write("/tmp/m.txt", "two", metadata={"kind": "b"})
+    assert s.files.get_info("/tmp/m.txt").metadata == {"kind": "b"}, "keys not sent again are gone"
+    s.files.write("/tmp/m.txt", "three")
+    st = s.files.get_info("/tmp/m.txt")
+    assert not st.metadata, st
+    assert s.files.read("/tmp/m.txt") == "three"
+
+
+def test_remove_of_a_missing_path_succeeds(track):
+    s = track(Sandbox.create(metadata=meta("remove-missing")))
+    s.files.remove("/tmp/never-was")
+    s.files.remove("/tmp/no/such/dir")
+    assert s.files.exists("/tmp/never-was") is False
+
+
+def test_read_of_proc_files_returns_their_content(track):
+    s = track(Sandbox.create(metadata=meta("read-proc")))
+    boot = s.files.read("/proc/sys/kernel/random/boot_id")
+    assert re.fullmatch(r"[0-9a-f-]{36}\n", boot), repr(boot)
+    assert boot == s.commands.run("cat /proc/sys/kernel/random/boot_id").stdout
+    assert s.files.read("/proc/self/status").startswith("Name:")
 
 
 def test_large_file_and_command_timeout(track):
