@@ -41,7 +41,7 @@ mod sys;
 pub mod template;
 
 pub use error::{Cause, Result, RuntimeError, Step};
-pub use net::NetworkConfig;
+pub use net::{Destination, NetworkConfig, NetworkPolicy, PolicyError};
 pub use runtime::{RuncRuntime, RuntimeConfig};
 pub use spec::{AgentSpec, PauseMode, SandboxInfo, SandboxSpec, SandboxState, SnapshotInfo, Stats};
 
@@ -70,4 +70,14 @@ pub trait Runtime: Send + Sync {
     /// Finishes or rolls back what an earlier process left half done, then reports every
     /// sandbox. Called once at start, before anything else.
     fn adopt(&self) -> Result<Vec<SandboxInfo>>;
+    /// Replaces a sandbox's egress rules: internet access and the allow and deny lists
+    /// (E2B's `PUT /sandboxes/{id}/network`). A running sandbox gets them at once; a
+    /// paused one at its resume. They are recorded, so they hold across pause, resume and
+    /// fork; kill removes them.
+    fn set_network(
+        &self,
+        id: &SandboxId,
+        allow_internet: bool,
+        policy: NetworkPolicy,
+    ) -> Result<SandboxInfo>;
 }

@@ -26,6 +26,8 @@ use crate::oci::{self, BundleInputs};
 use crate::runc::Runc;
 use crate::spec::{PauseMode, Record, SandboxInfo, SandboxSpec, SandboxState, SnapshotInfo, Stats};
 use crate::Runtime;
+#[path = "network_policy.rs"]
+mod network_policy;
 
 /// First host uid of the first sandbox range. Ranges are `RANGE` ids wide.
 const UID_BASE: u32 = 1 << 20;
@@ -487,6 +489,7 @@ impl RuncRuntime {
         keep(self.stop_container(id));
         keep(self.unmount_root(&p));
         keep(net::delete_link(&net::host_if_name(id)));
+        keep(self.remove_network_policy(id, rec));
         if let Some(rec) = rec {
             keep(self.set_internet(rec, false));
         }
@@ -662,6 +665,8 @@ impl RuncRuntime {
         self.write_bundle(p, &rec, oci::CRIU_CONF)
             .at(id, Step::Bundle)?;
         self.set_internet(&rec, true).at(id, Step::Network)?;
+        self.apply_network_policy(&rec, true)
+            .at(id, Step::Network)?;
         self.runc
             .run(id.as_str(), &p.bundle, &p.log)
             .at(id, Step::Start)?;
@@ -842,6 +847,7 @@ impl RuncRuntime {
             self.refresh_bundle(p, rec)?;
             self.mount_root(p, rec)?;
             self.set_internet(rec, true)?;
+            self.apply_network_policy(rec, false)?;
             let _ = self.runc.delete_force(id.as_str());
             match mode {
                 PauseMode::Full => {
@@ -963,6 +969,8 @@ impl RuncRuntime {
             self.write_bundle(&p, &rec, oci::CRIU_CONF_FORK)
                 .at(nid, Step::Bundle)?;
             self.set_internet(&rec, true).at(nid, Step::Network)?;
+            self.apply_network_policy(&rec, false)
+                .at(nid, Step::Network)?;
             let work = p.dir.join("restore-work");
             mkdir(&work, 0o700).at(nid, Step::Fork)?;
             self.runc
@@ -1150,5 +1158,14 @@ impl Runtime for RuncRuntime {
 
     fn adopt(&self) -> Result<Vec<SandboxInfo>> {
         RuncRuntime::adopt(self)
+    }
+
+    fn set_network(
+        &self,
+        id: &SandboxId,
+        internet: bool,
+        policy: crate::NetworkPolicy,
+    ) -> Result<SandboxInfo> {
+        RuncRuntime::set_network(self, id, internet, policy)
     }
 }
