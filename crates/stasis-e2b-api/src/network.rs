@@ -216,6 +216,32 @@ mod tests {
         );
     }
 
+    /// Bodies captured from JS `e2b` 2.51.0 and Python `e2b` 2.63.0 talking to a
+    /// recording HTTP server: `Sandbox.create({ network, allowInternetAccess })` and
+    /// `Sandbox.updateNetwork(id, …)` / `update_network`.
+    #[test]
+    fn bodies_captured_from_the_sdks_parse() {
+        let js_create = r#"{"templateID":"base","allow_internet_access":true,"network":{"allowOut":["1.1.1.1","api.example.com"],"denyOut":["0.0.0.0/0"],"egressProxy":{"address":"proxy.example.com:1080","username":"u","password":"p"},"rules":{"api.example.com":[{"transform":{"headers":{"Authorization":"Bearer t"}}}]},"allowPublicTraffic":false,"maskRequestHost":"${PORT}-x.example.com","httpsPorts":[3000]}}"#;
+        let py_create = r#"{"templateID":"base","allow_internet_access":true,"network":{"allowPublicTraffic":false,"allowOut":["1.1.1.1","api.example.com"],"denyOut":["0.0.0.0/0"],"dnsServers":["8.8.8.8"]},"metadata":{},"envVars":{}}"#;
+        for body in [js_create, py_create] {
+            let b: crate::NewSandbox = parse_body("create", body.as_bytes()).unwrap();
+            let n = b.network.expect("network");
+            assert_eq!(n.allow_out.unwrap(), ["1.1.1.1", "api.example.com"]);
+            assert_eq!(n.deny_out.unwrap(), ["0.0.0.0/0"]);
+            assert_eq!(n.allow_public_traffic, Some(false));
+        }
+        // Both SDKs send the same update body.
+        let u: SandboxNetworkUpdate = parse_body(
+            "network update",
+            br#"{"allowOut":["1.1.1.1"],"denyOut":["0.0.0.0/0"],"allow_internet_access":false}"#,
+        )
+        .unwrap();
+        assert_eq!(u.allow_internet_access, Some(false));
+        assert_eq!(u.allow_out.unwrap(), ["1.1.1.1"]);
+        let u: SandboxNetworkUpdate = parse_body("network update", b"{}").unwrap();
+        assert_eq!(u, SandboxNetworkUpdate::default());
+    }
+
     #[test]
     fn the_detail_shows_the_config_without_the_proxy_password() {
         let c = SandboxNetworkConfig {
