@@ -6,7 +6,7 @@
 //! `eth0` with the sandbox's address, the outer end joins the bridge as an *isolated*
 //! port (sandboxes cannot reach each other). nftables rules on the host drop new
 //! connections from sandboxes to the host; what a sandbox may reach beyond the host is
-//! its [`NetworkPolicy`] (see [`apply_policy`]).
+//! its [`NetworkPolicy`], installed by `apply_policy` and removed by `remove_policy`.
 //!
 //! Egress, per sandbox, in the table's forward chain (first match wins):
 //!
