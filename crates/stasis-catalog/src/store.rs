@@ -1,6 +1,9 @@
 //! [`Catalog`]: the SQLite-backed store and its queries.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -303,16 +306,63 @@ fn insert_in(conn: &Connection, rec: &SandboxRecord) -> Result<(), CatalogError>
     write_metadata(conn, rec)
 }
 
+/// Mode of the catalog's files.
+const FILE_MODE: u32 = 0o600;
+
+/// Creates the catalog file with [`FILE_MODE`] if it is missing, and narrows the file and
+/// its `-wal` and `-shm` companions to it if an earlier version left them wider.
+fn restrict_files(db: &Path) -> Result<(), CatalogError> {
+    let failed = |p: &Path, e: io::Error| CatalogError::Open {
+        path: db.to_owned(),
+        source: rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!(
+                "cannot make {} readable by its owner only: {e}",
+                p.display()
+            )),
+        ),
+    };
+    fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(FILE_MODE)
+        .open(db)
+        .map_err(|e| failed(db, e))?;
+    let name = db.file_name().unwrap_or_default().to_string_lossy();
+    for p in [
+        db.to_owned(),
+        db.with_file_name(format!("{name}-wal")),
+        db.with_file_name(format!("{name}-shm")),
+    ] {
+        match fs::metadata(&p) {
+            Ok(m) if m.permissions().mode() & 0o777 != FILE_MODE => {
+                fs::set_permissions(&p, fs::Permissions::from_mode(FILE_MODE))
+                    .map_err(|e| failed(&p, e))?
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(&p, e)),
+        }
+    }
+    Ok(())
+}
+
 impl Catalog {
     /// Opens (creating if needed) the catalog file at `path` and brings its schema up to
-    /// date. The parent directory must exist.
+    /// date. The parent directory must exist. The file and its `-wal` and `-shm` companions
+    /// are readable by their owner only (0600), whatever the umask: the catalog holds every
+    /// sandbox's access token.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CatalogError> {
         let path = path.as_ref().to_path_buf();
+        // SQLite creates the -wal and -shm files with the database file's mode.
+        restrict_files(&path)?;
         let conn = Connection::open(&path).map_err(|source| CatalogError::Open {
             path: path.clone(),
             source,
         })?;
-        Self::setup(conn, Some(path))
+        let catalog = Self::setup(conn, Some(path.clone()))?;
+        restrict_files(&path)?;
+        Ok(catalog)
     }
 
     /// A private in-memory catalog, for tests.
@@ -682,3 +732,68 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod permission_tests {
+    use super::*;
+
+    /// Runs the test named `name` again in a child process whose umask is 022, the
+    /// permissive default, and returns false; returns true in that child.
+    fn in_child_with_umask_022(name: &str) -> bool {
+        const CHILD: &str = "STASIS_TEST_UMASK_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let status = fs::read_to_string("/proc/self/status").unwrap();
+            assert!(status.contains("Umask:\t0022"), "{status}");
+            return true;
+        }
+        let st = std::process::Command::new("sh")
+            .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env(CHILD, "1")
+            .status()
+            .unwrap();
+        assert!(st.success(), "the test failed in the child with umask 022");
+        false
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn catalog_files_are_private_under_a_permissive_umask() {
+        if !in_child_with_umask_022(
+            "store::permission_tests::catalog_files_are_private_under_a_permissive_umask",
+        ) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("catalog.db");
+        let c = Catalog::open(&db).unwrap();
+        // A write makes SQLite create the -wal and -shm files.
+        c.lock()
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        for name in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+            let p = dir.path().join(name);
+            assert!(p.exists(), "{name} missing");
+            assert_eq!(format!("{:o}", mode(&p)), "600", "{name}");
+        }
+        drop(c);
+        // Files an earlier version left readable are narrowed at the next open.
+        for name in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+            let p = dir.path().join(name);
+            if p.exists() {
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let _c = Catalog::open(&db).unwrap();
+        for name in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+            let p = dir.path().join(name);
+            if p.exists() {
+                assert_eq!(format!("{:o}", mode(&p)), "600", "{name} after reopen");
+            }
+        }
+    }
+}

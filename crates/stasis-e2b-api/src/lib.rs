@@ -9,6 +9,8 @@
 //!   and [`request::parse_body`], which treats an empty body as `{}`.
 //! * [`response`] — bodies the server answers with (`Sandbox`, `ListedSandbox`,
 //!   `SandboxDetail`, `SandboxMetric`, `Template`).
+//! * [`network`] — the `network` object of a create body and of the sandbox detail, and
+//!   the body of `PUT /sandboxes/{id}/network` ([`SandboxNetworkUpdate`]).
 //! * [`error`] — [`ErrorBody`], the only error shape of the control plane, with E2B's exact
 //!   messages, and [`ProxyNotFound`], the sandbox proxy's 502 body.
 //! * [`query`] — [`ListQuery`] and [`LegacyListQuery`]: the list endpoints' query strings,
@@ -20,12 +22,16 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod network;
 pub mod query;
 pub mod request;
 pub mod response;
 
 pub use chrono;
 pub use error::{ErrorBody, ProxyNotFound};
+pub use network::{
+    EgressProxy, NetworkRule, NetworkTransform, SandboxNetworkConfig, SandboxNetworkUpdate,
+};
 pub use query::{LegacyListQuery, ListQuery, QueryError, SortOrder, StateFilter};
 pub use request::{
     parse_body, AutoPause, AutoResume, BodyError, ConnectSandbox, ForkSandbox, NewSandbox,

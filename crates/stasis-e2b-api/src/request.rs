@@ -179,9 +179,9 @@ pub struct NewSandbox {
     /// snake_case on the wire, unlike everything else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_internet_access: Option<bool>,
-    /// Network config, kept raw.
+    /// Egress rules and proxy settings (see [`crate::network`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<serde_json::Value>,
+    pub network: Option<crate::SandboxNetworkConfig>,
     /// MCP gateway config, kept raw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<serde_json::Value>,
@@ -416,7 +416,11 @@ mod tests {
         assert_eq!(b.metadata["a"], "1");
         assert_eq!(b.env_vars["K"], "V");
         assert_eq!(b.allow_internet_access, Some(false));
-        assert!(b.network.is_some());
+        let network = b.network.unwrap();
+        assert_eq!(network.allow_out, Some(vec!["1.1.1.1".to_string()]));
+        assert_eq!(network.deny_out, Some(vec!["0.0.0.0/0".to_string()]));
+        assert_eq!(network.allow_public_traffic, Some(false));
+        assert!(network.rules.unwrap().contains_key("api.example.com"));
         assert!(b.mcp.is_none());
         assert!(b.iam.is_some());
         assert!(b.volume_mounts.is_some());

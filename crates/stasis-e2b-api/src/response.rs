@@ -117,9 +117,10 @@ pub struct SandboxDetail {
     /// Always serialized; `null` means "not explicitly set".
     #[serde(rename = "allowInternetAccess", default)]
     pub allow_internet_access: Option<bool>,
-    /// Network config as given at create time.
+    /// The sandbox's network configuration (see [`crate::network`]); build it with
+    /// [`SandboxNetworkConfig::redacted`](crate::SandboxNetworkConfig::redacted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<serde_json::Value>,
+    pub network: Option<crate::SandboxNetworkConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
 }
@@ -346,6 +347,31 @@ mod tests {
         assert_eq!(
             v["lifecycle"],
             json!({"onTimeout": "pause", "autoResume": false})
+        );
+        let back: SandboxDetail = serde_json::from_value(v).unwrap();
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn detail_carries_the_network_config_as_the_sdks_read_it() {
+        let network: crate::SandboxNetworkConfig = serde_json::from_value(json!({
+            "allowOut": ["1.1.1.1"], "denyOut": ["0.0.0.0/0"], "allowPublicTraffic": true,
+            "egressProxy": {"address": "p:1080", "password": "secret"}
+        }))
+        .unwrap();
+        let d = SandboxDetail {
+            listed: listed(SandboxState::Running),
+            envd_access_token: None,
+            domain: None,
+            allow_internet_access: Some(true),
+            network: Some(network.redacted()),
+            lifecycle: None,
+        };
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(
+            v["network"],
+            json!({"allowOut": ["1.1.1.1"], "denyOut": ["0.0.0.0/0"],
+                   "allowPublicTraffic": true, "egressProxy": {"address": "p:1080"}})
         );
         let back: SandboxDetail = serde_json::from_value(v).unwrap();
         assert_eq!(back, d);

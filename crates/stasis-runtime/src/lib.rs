@@ -43,7 +43,7 @@ mod sys;
 pub mod template;
 
 pub use error::{Cause, Result, RuntimeError, Step};
-pub use net::NetworkConfig;
+pub use net::{Destination, NetworkConfig, NetworkPolicy, PolicyError};
 pub use runc::image_deadline;
 pub use runtime::{RuncRuntime, RuntimeConfig};
 pub use spec::{AgentSpec, PauseMode, SandboxInfo, SandboxSpec, SandboxState, SnapshotInfo, Stats};
@@ -84,4 +84,14 @@ pub trait Runtime: Send + Sync {
     /// of the way with its files, after stopping its processes: nothing that could hold
     /// user data is deleted. Returns where it went.
     fn quarantine(&self, id: &SandboxId) -> Result<std::path::PathBuf>;
+    /// Replaces a sandbox's egress rules: internet access and the allow and deny lists
+    /// (E2B's `PUT /sandboxes/{id}/network`). A running sandbox gets them at once; a
+    /// paused one at its resume. They are recorded, so they hold across pause, resume and
+    /// fork; kill removes them.
+    fn set_network(
+        &self,
+        id: &SandboxId,
+        allow_internet: bool,
+        policy: NetworkPolicy,
+    ) -> Result<SandboxInfo>;
 }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use stasis_types::{Resources, SandboxId, TemplateName};
 
+use crate::net::NetworkPolicy;
+
 /// The program that runs as PID 1 of the sandbox. Every other process descends from it
 /// (processes started from outside with `runc exec` would be left out of checkpoints).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,9 @@ pub struct SandboxSpec {
     /// Whether the sandbox may open connections beyond the host.
     pub allow_internet: bool,
     pub hostname: String,
+    /// Egress rules on top of `allow_internet` (records of earlier versions have none).
+    #[serde(default)]
+    pub network: NetworkPolicy,
 }
 
 impl SandboxSpec {
@@ -43,6 +48,7 @@ impl SandboxSpec {
             resources: Resources::default(),
             allow_internet: false,
             hostname: "sandbox".into(),
+            network: NetworkPolicy::default(),
         }
     }
 }

@@ -138,6 +138,21 @@ impl Webhooks {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(source) => return Err(WebhookError::Io { path, source }),
         };
+        // Signing secrets: readable by the owner only (an earlier version wrote 0644).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            match fs::metadata(&path) {
+                Ok(m) if m.permissions().mode() & 0o777 != 0o600 => {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(
+                        |source| WebhookError::Io {
+                            path: path.clone(),
+                            source,
+                        },
+                    )?
+                }
+                _ => {}
+            }
+        }
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         Ok(Arc::new(Self {
@@ -154,13 +169,16 @@ impl Webhooks {
         };
         let stored: Vec<StoredHook> = hooks.iter().cloned().map(StoredHook::from).collect();
         let tmp = self.path.with_extension("json.tmp");
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // Created 0600 (never readable by others, not even for a moment); a leftover
+        // temporary file keeps its mode, so it is narrowed too.
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(io)?;
-        use std::os::unix::fs::PermissionsExt;
         f.set_permissions(fs::Permissions::from_mode(0o600))
             .map_err(io)?;
         f.write_all(&serde_json::to_vec_pretty(&stored).expect("serializes"))

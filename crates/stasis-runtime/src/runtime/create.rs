@@ -90,6 +90,8 @@ impl RuncRuntime {
         self.write_bundle(p, &rec, oci::CRIU_CONF)
             .at(id, Step::Bundle)?;
         self.set_internet(&rec, true).at(id, Step::Network)?;
+        self.apply_network_policy(&rec, true)
+            .at(id, Step::Network)?;
         self.runc
             .run(id.as_str(), &p.bundle, &p.log, &p.dir)
             .at(id, Step::Start)?;

@@ -121,6 +121,8 @@ impl RuncRuntime {
             self.write_bundle(&p, &rec, oci::CRIU_CONF_FORK)
                 .at(nid, Step::Bundle)?;
             self.set_internet(&rec, true).at(nid, Step::Network)?;
+            self.apply_network_policy(&rec, false)
+                .at(nid, Step::Network)?;
             let work = p.dir.join("restore-work");
             mkdir(&work, 0o700).at(nid, Step::Fork)?;
             self.runc

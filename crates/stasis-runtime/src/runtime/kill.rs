@@ -81,6 +81,7 @@ impl RuncRuntime {
         // Anything else mounted under the sandbox dir (a CRIU cgroup yard, a stray bind).
         keep(mounts::unmount_under(&p.dir));
         keep(net::delete_link(&net::host_if_name(&id)));
+        keep(self.remove_network_policy(&id, rec));
         if let Some(rec) = rec {
             keep(self.set_internet(rec, false));
         }

@@ -12,6 +12,7 @@ mod create;
 mod fork;
 mod inspect;
 mod kill;
+mod network_policy;
 mod pause;
 mod resume;
 
@@ -534,5 +535,14 @@ impl Runtime for RuncRuntime {
 
     fn quarantine(&self, id: &SandboxId) -> Result<PathBuf> {
         RuncRuntime::quarantine(self, id)
+    }
+
+    fn set_network(
+        &self,
+        id: &SandboxId,
+        internet: bool,
+        policy: crate::NetworkPolicy,
+    ) -> Result<SandboxInfo> {
+        RuncRuntime::set_network(self, id, internet, policy)
     }
 }

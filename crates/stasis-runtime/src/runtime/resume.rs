@@ -66,6 +66,7 @@ impl RuncRuntime {
             self.refresh_bundle(p, rec)?;
             self.mount_root(p, rec)?;
             self.set_internet(rec, true)?;
+            self.apply_network_policy(rec, false)?;
             // A container of this id that runc still knows (an interrupted attempt).
             self.runc.delete_force(id.as_str())?;
             match mode {
