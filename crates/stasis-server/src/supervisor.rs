@@ -249,6 +249,9 @@ struct Handle {
     /// When the sandbox's processes last started running (create or resume), for CPU
     /// usage percentages.
     since_ms: AtomicU64,
+    /// Set when a kill aborted the operation in progress: its failure is the kill's doing,
+    /// and its requester is told the sandbox is gone.
+    aborted: std::sync::atomic::AtomicBool,
 }
 
 impl Handle {
@@ -439,6 +442,7 @@ impl Supervisor {
             activity: Arc::new(Activity::new(deadline, entry.timeout_ms)),
             cancel: Mutex::new(CancellationToken::new()),
             since_ms: AtomicU64::new(now_ms()),
+            aborted: std::sync::atomic::AtomicBool::new(false),
             entry: RwLock::new(entry.clone()),
         });
         self.inner
@@ -787,6 +791,7 @@ async fn exited(watch: &Option<AsyncFd<OwnedFd>>) {
 async fn while_taking_requests<T>(
     op: impl std::future::Future<Output = T>,
     runtime: Arc<dyn Runtime>,
+    handle: Arc<Handle>,
     id: SandboxId,
     rx: &mut mpsc::UnboundedReceiver<Command>,
     queue: &mut VecDeque<Command>,
@@ -799,6 +804,7 @@ async fn while_taking_requests<T>(
             Some(c) = rx.recv() => {
                 if c.ask() == Ask::Kill && !aborted {
                     aborted = true;
+                    handle.aborted.store(true, Ordering::SeqCst);
                     warn!("kill requested during an operation; aborting it");
                     let rt = runtime.clone();
                     let id = id.clone();
@@ -887,8 +893,17 @@ impl Owner {
             if let Some(c) = queue.pop_front() {
                 let runtime = self.inner().runtime.clone();
                 let id = self.id.clone();
-                while_taking_requests(self.handle_command(c), runtime, id, &mut rx, &mut queue)
-                    .await;
+                let handle = self.handle.clone();
+                while_taking_requests(
+                    self.handle_command(c),
+                    runtime,
+                    handle,
+                    id,
+                    &mut rx,
+                    &mut queue,
+                )
+                .await;
+                self.handle.aborted.store(false, Ordering::SeqCst);
             }
         }
     }
@@ -986,6 +1001,16 @@ impl Owner {
         }
     }
 
+    /// The failure of an operation that a kill aborted is reported as "killed".
+    fn unless_aborted<T>(&self, r: Result<T, SupError>) -> Result<T, SupError> {
+        match r {
+            Err(_) if self.handle.aborted.load(Ordering::SeqCst) => {
+                Err(SupError::Gone(self.id.clone()))
+            }
+            r => r,
+        }
+    }
+
     fn expired(&self) -> bool {
         now_ms() >= self.handle.activity.deadline() && self.handle.activity.open_streams() == 0
     }
@@ -1021,13 +1046,16 @@ impl Owner {
                     Decision::Run => self.pause(memory).await,
                     _ => Err(SupError::AlreadyPaused(self.id.clone())),
                 };
-                let _ = reply.send(r);
+                let _ = reply.send(self.unless_aborted(r));
             }
             Command::Connect {
                 timeout_ms, reply, ..
             } => {
                 let r = match decision {
-                    Decision::Run => self.resume(timeout_ms).await.map(|_| Connected::Resumed),
+                    Decision::Run => {
+                        let r = self.resume(timeout_ms).await.map(|_| Connected::Resumed);
+                        self.unless_aborted(r)
+                    }
                     Decision::AlreadyDone => {
                         if let Some(t) = timeout_ms {
                             let want = now_ms() + t;
@@ -1107,7 +1135,10 @@ impl Owner {
             }
             Command::Fork { count, reply } => {
                 let r = match decision {
-                    Decision::Run => self.fork(count).await,
+                    Decision::Run => {
+                        let r = self.fork(count).await;
+                        self.unless_aborted(r)
+                    }
                     _ => Err(SupError::NotRunning {
                         id: self.id.clone(),
                         op: "fork it",

@@ -138,9 +138,7 @@ async fn a_kill_wins_over_a_pause_in_progress() {
         started.elapsed()
     );
     let pause = pause.await.unwrap().unwrap();
-    assert!(
-        pause == 204 || pause == 404 || pause >= 500,
-        "the pause answered {pause}"
-    );
+    // Done before the kill, or told the sandbox was killed.
+    assert!(pause == 204 || pause == 404, "the pause answered {pause}");
     srv.wait_state(&id, None, 5).await;
 }
