@@ -13,7 +13,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use stasis_e2b_api as wire;
-use stasis_runtime::RuntimeError;
+use stasis_runtime::{NetworkPolicy, RuntimeError};
 use stasis_types::SandboxId;
 
 use crate::envd::ENVD_VERSION;
@@ -160,7 +160,7 @@ fn detail(e: &Entry) -> wire::SandboxDetail {
         envd_access_token: Some(e.token.clone()),
         domain: None,
         allow_internet_access: Some(e.allow_internet),
-        network: None,
+        network: network_body(&e.network),
         lifecycle: Some(wire::Lifecycle {
             on_timeout: match e.on_timeout {
                 OnTimeout::Kill => wire::OnTimeout::Kill,
@@ -169,6 +169,40 @@ fn detail(e: &Entry) -> wire::SandboxDetail {
             auto_resume: e.auto_resume,
         }),
     }
+}
+
+/// The detail's `network`, when the sandbox has egress rules.
+fn network_body(p: &NetworkPolicy) -> Option<wire::SandboxNetworkConfig> {
+    if p.allow_out.is_empty() && p.deny_out.is_empty() {
+        return None;
+    }
+    let list = |v: &[stasis_runtime::Destination]| {
+        (!v.is_empty()).then(|| v.iter().cloned().map(String::from).collect())
+    };
+    Some(wire::SandboxNetworkConfig {
+        allow_out: list(&p.allow_out),
+        deny_out: list(&p.deny_out),
+        ..Default::default()
+    })
+}
+
+/// `PUT /sandboxes/{id}/network`: replaces the egress rules (a field left out is
+/// cleared). A running sandbox gets them at once, a paused one at its resume.
+pub async fn set_network(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<StatusCode> {
+    let id = sandbox_id(&id)?;
+    let b: wire::SandboxNetworkUpdate = body("update network", req).await?;
+    let policy = NetworkPolicy::parse(
+        b.allow_out.as_deref().unwrap_or_default(),
+        b.deny_out.as_deref().unwrap_or_default(),
+    )
+    .map_err(|e| ApiError(wire::ErrorBody::bad_request(e.to_string())))?;
+    let internet = b.allow_internet_access.unwrap_or(true) && st.allow_internet;
+    st.sup.set_network(&id, internet, policy).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `X-API-KEY` check for every control-plane route.
@@ -224,6 +258,18 @@ pub async fn create(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<
             "autoResume requires autoPause",
         )));
     }
+    let network = b
+        .network
+        .as_ref()
+        .map(|n| {
+            NetworkPolicy::parse(
+                n.allow_out.as_deref().unwrap_or_default(),
+                n.deny_out.as_deref().unwrap_or_default(),
+            )
+        })
+        .transpose()
+        .map_err(|e| ApiError(wire::ErrorBody::bad_request(e.to_string())))?
+        .unwrap_or_default();
     let params = CreateParams {
         template: b.template_id.clone(),
         timeout_ms: window_ms,
@@ -232,6 +278,7 @@ pub async fn create(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<
         metadata: b.metadata.clone(),
         env_vars: b.env_vars.clone(),
         allow_internet: b.allow_internet_access.unwrap_or(true) && st.allow_internet,
+        network,
     };
     let e = st.sup.create(params).await?;
     Ok((StatusCode::CREATED, Json(sandbox_body(&e))).into_response())

@@ -189,6 +189,10 @@ impl Server {
             .route("/sandboxes/{id}/refreshes", post(api::refresh))
             .route("/sandboxes/{id}/metrics", get(api::metrics))
             .route("/sandboxes/{id}/fork", post(api::fork))
+            .route(
+                "/sandboxes/{id}/network",
+                axum::routing::put(api::set_network),
+            )
             .route("/templates", get(api::templates))
             .route(
                 "/events/webhooks",

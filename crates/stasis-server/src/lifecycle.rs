@@ -95,6 +95,8 @@ pub enum Ask {
     Refresh,
     Fork,
     Metrics,
+    /// Replace the egress rules (`PUT /sandboxes/{id}/network`).
+    SetNetwork,
     /// The inactivity timeout expired.
     Expire,
 }
@@ -138,6 +140,8 @@ pub fn decide(now: Stable, ask: Ask) -> Decision {
         (Stable::Paused, Ask::Fork) => NotRunning,
         (Stable::Running, Ask::Metrics) => Run,
         (Stable::Paused, Ask::Metrics) => NotRunning,
+        // A paused sandbox gets its new rules when it resumes.
+        (Stable::Running, Ask::SetNetwork) | (Stable::Paused, Ask::SetNetwork) => Run,
         (Stable::Running, Ask::Expire) => Run,
         (Stable::Paused, Ask::Expire) => AlreadyDone,
     }

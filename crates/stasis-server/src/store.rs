@@ -120,6 +120,7 @@ pub fn from_record(r: &SandboxRecord) -> Entry {
         },
         disk_size_mb: r.disk_size_mb,
         allow_internet: r.allow_internet,
+        network: Default::default(),
         address: None,
     }
 }

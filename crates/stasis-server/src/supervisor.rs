@@ -17,7 +17,8 @@ use axum::body::Body;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use serde::{Deserialize, Serialize};
 use stasis_runtime::{
-    AgentSpec, PauseMode, Runtime, RuntimeError, SandboxInfo, SandboxSpec, SandboxState, Stats,
+    AgentSpec, NetworkPolicy, PauseMode, Runtime, RuntimeError, SandboxInfo, SandboxSpec,
+    SandboxState, Stats,
 };
 use stasis_types::{Resources, SandboxId, TemplateName};
 use std::os::fd::OwnedFd;
@@ -58,6 +59,9 @@ pub struct Entry {
     pub resources: Resources,
     pub disk_size_mb: u64,
     pub allow_internet: bool,
+    /// Egress rules beyond `allow_internet`. Kept by the runtime (in its record), which
+    /// is where a restart reads them back from; not in the catalog.
+    pub network: NetworkPolicy,
     pub address: Option<Ipv4Addr>,
 }
 
@@ -145,6 +149,11 @@ enum Command {
     Metrics {
         reply: Reply<Option<Stats>>,
     },
+    SetNetwork {
+        allow_internet: bool,
+        policy: NetworkPolicy,
+        reply: Reply<()>,
+    },
 }
 
 impl Command {
@@ -166,6 +175,7 @@ impl Command {
             Command::Refresh { .. } => Ask::Refresh,
             Command::Fork { .. } => Ask::Fork,
             Command::Metrics { .. } => Ask::Metrics,
+            Command::SetNetwork { .. } => Ask::SetNetwork,
         }
     }
 
@@ -182,6 +192,7 @@ impl Command {
             }
             Command::Fork { reply, .. } => drop(reply.send(Err(e()))),
             Command::Metrics { reply } => drop(reply.send(Err(e()))),
+            Command::SetNetwork { reply, .. } => drop(reply.send(Err(e()))),
         }
     }
 }
@@ -317,6 +328,7 @@ pub struct CreateParams {
     pub metadata: BTreeMap<String, String>,
     pub env_vars: BTreeMap<String, String>,
     pub allow_internet: bool,
+    pub network: NetworkPolicy,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -404,6 +416,10 @@ impl Supervisor {
                     .event(&e, "broken", serde_json::json!({"reason": reason}));
             }
             e.address = disk.as_ref().map(|d| d.address).or(e.address);
+            if let Some(d) = &disk {
+                e.network = d.spec.network.clone();
+                e.allow_internet = d.spec.allow_internet;
+            }
             match stable {
                 Stable::Running => {
                     e.phase = Phase::Running;
@@ -629,6 +645,7 @@ impl Supervisor {
             resources: self.inner.cfg.default_resources,
             disk_size_mb: self.inner.cfg.disk_size_mb,
             allow_internet: p.allow_internet,
+            network: p.network.clone(),
             address: None,
         };
         self.inner.store.put(&entry).map_err(SupError::Store)?;
@@ -643,6 +660,7 @@ impl Supervisor {
         );
         spec.resources = entry.resources;
         spec.allow_internet = entry.allow_internet;
+        spec.network = entry.network.clone();
         spec.hostname = "e2b.local".into();
         let rt = self.inner.runtime.clone();
         let made = async {
@@ -757,6 +775,21 @@ impl Supervisor {
 
     pub async fn fork(&self, id: &SandboxId, count: usize) -> Result<Vec<Entry>, SupError> {
         self.send(id, |reply| Command::Fork { count, reply }).await
+    }
+
+    /// Replaces a sandbox's egress rules (at once if it runs, at its resume if paused).
+    pub async fn set_network(
+        &self,
+        id: &SandboxId,
+        allow_internet: bool,
+        policy: NetworkPolicy,
+    ) -> Result<(), SupError> {
+        self.send(id, |reply| Command::SetNetwork {
+            allow_internet,
+            policy,
+            reply,
+        })
+        .await
     }
 
     /// Resource usage, or `None` for a paused sandbox.
@@ -1142,6 +1175,39 @@ impl Owner {
                     _ => Err(SupError::NotRunning {
                         id: self.id.clone(),
                         op: "fork it",
+                    }),
+                };
+                let _ = reply.send(r);
+            }
+            Command::SetNetwork {
+                allow_internet,
+                policy,
+                reply,
+            } => {
+                let r = match decision {
+                    Decision::Run => {
+                        let rt = self.inner().runtime.clone();
+                        let id = self.id.clone();
+                        let p = policy.clone();
+                        match blocking(move || rt.set_network(&id, allow_internet, p)).await {
+                            Ok(_) => self
+                                .update(|e| {
+                                    e.allow_internet = allow_internet;
+                                    e.network = policy;
+                                })
+                                .map(|e| {
+                                    self.inner().store.event(
+                                        &e,
+                                        "updated",
+                                        serde_json::json!({"network": true}),
+                                    )
+                                }),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    _ => Err(SupError::NotRunning {
+                        id: self.id.clone(),
+                        op: "change its network",
                     }),
                 };
                 let _ = reply.send(r);

@@ -775,3 +775,60 @@ async fn kill_wins_over_a_concurrent_pause_and_fork_copies() {
     assert!(!dir.0.join("sandboxes").join(&id).exists());
     assert!(!dir.0.join("snapshots").join(&id).exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_rules_are_taken_at_create_changed_with_put_and_shown_in_the_detail() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, _) = srv
+        .create(json!({"templateID": "base", "network": {
+            "allowOut": ["203.0.113.7"], "denyOut": ["203.0.113.0/24"]}}))
+        .await;
+    let (s, v) = srv
+        .call(Method::GET, &format!("/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["network"]["allowOut"], json!(["203.0.113.7"]), "{v}");
+    assert_eq!(v["network"]["denyOut"], json!(["203.0.113.0/24"]), "{v}");
+
+    let path = format!("/sandboxes/{id}/network");
+    let (s, v) = srv
+        .call(Method::PUT, &path, Some(json!({"denyOut": ["0.0.0.0/0"]})))
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let (_, v) = srv
+        .call(Method::GET, &format!("/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(v["network"]["denyOut"], json!(["0.0.0.0/0"]), "{v}");
+    assert!(v["network"].get("allowOut").is_none(), "cleared: {v}");
+
+    // What cannot be enforced is refused, saying why.
+    for bad in [
+        json!({"allowOut": ["10.1.2.3"]}),
+        json!({"denyOut": ["::1"]}),
+    ] {
+        let (s, v) = srv.call(Method::PUT, &path, Some(bad.clone())).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("network rule")
+                || v["message"].as_str().unwrap().contains("allowOut"),
+            "{v}"
+        );
+    }
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base", "network": {"allowOut": ["169.254.169.254"]}})),
+        )
+        .await;
+    assert_eq!(s, 400, "cloud metadata can never be allowed");
+    let (s, _) = srv
+        .call(
+            Method::PUT,
+            "/sandboxes/nosuchsandbox/network",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 404);
+}
