@@ -14,6 +14,11 @@ use serde::Serialize;
 
 /// The agent's port inside every sandbox.
 pub const ENVD_PORT: u16 = 49983;
+/// Longest answer read from an agent (`/health`, `/init`): they are a few bytes.
+const MAX_ANSWER: usize = 64 * 1024;
+/// Deadline of one whole call to an agent, answer included.
+const CALL_WITHIN: Duration = Duration::from_secs(10);
+
 /// The version reported to SDKs; ≥ 0.6.4 unlocks every SDK feature gate.
 pub const ENVD_VERSION: &str = "0.6.13";
 
@@ -101,23 +106,36 @@ impl EnvdClient {
             req = req.header("x-access-token", t);
         }
         let req = req.body(body).expect("valid request");
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.http.request(req))
+        // The agent runs inside the sandbox and is not trusted: the whole exchange
+        // (headers and body) has one deadline, and the body a size limit, so that a
+        // hostile agent costs the server at most MAX_ANSWER bytes and CALL_WITHIN.
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|source| EnvdError::Request { addr, source })?;
+            let status = resp.status();
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .map_err(|e| EnvdError::Status {
+                    addr,
+                    path,
+                    status: StatusCode::BAD_GATEWAY,
+                    body: format!("unusable answer (over {MAX_ANSWER} bytes, or cut): {e}"),
+                })?;
+            Ok::<_, EnvdError>((status, body))
+        };
+        tokio::time::timeout(CALL_WITHIN, exchange)
             .await
             .map_err(|_| EnvdError::Status {
                 addr,
                 path,
                 status: StatusCode::GATEWAY_TIMEOUT,
-                body: "no answer within 10s".into(),
+                body: format!("no whole answer within {CALL_WITHIN:?}"),
             })?
-            .map_err(|source| EnvdError::Request { addr, source })?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        Ok((status, body))
     }
 
     /// Polls `GET /health` until the agent answers 2xx or `timeout` passes.
