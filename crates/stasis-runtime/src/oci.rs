@@ -41,14 +41,45 @@ pub const CAPABILITIES: &[Capability] = &[
     Capability::AuditWrite,
 ];
 
+/// The CRIU options every sandbox shares.
+///
+/// * `ghost-limit`: CRIU copies the data of open, deleted files into the images and by
+///   default refuses files over 1 MiB. The sandbox's disk (the upper layer) or memory
+///   (tmpfs, under the memory limit) already bounds such a file, so CRIU gets no cap of
+///   its own (1 PiB).
+/// * `irmap-scan-path`: an inotify watch is dumped as the path of the watched inode.
+///   CRIU first opens the watch's file handle, which overlayfs (without `nfs_export`)
+///   cannot decode; then it searches a few fixed directories (`/etc`, `/var/log`, ...)
+///   for the inode ("irmap"). Watches on the sandbox's own files (a dev server watching
+///   its project) are found only in the directories listed here. The search runs only
+///   when a watch exists, stops at the first match and caches every inode it stats.
+macro_rules! criu_conf_common {
+    () => {
+        concat!(
+            "ghost-limit 1048576G\n",
+            "irmap-scan-path /home\n",
+            "irmap-scan-path /root\n",
+            "irmap-scan-path /tmp\n",
+            "irmap-scan-path /var\n",
+            "irmap-scan-path /app\n",
+            "irmap-scan-path /workspace\n",
+            "irmap-scan-path /code\n",
+            "irmap-scan-path /srv\n",
+            "irmap-scan-path /opt\n",
+            "irmap-scan-path /mnt\n",
+            "irmap-scan-path /usr/local\n",
+        )
+    };
+}
+
 /// CRIU options for a sandbox's own pause and resume. `tcp-established` keeps
 /// connections inside the sandbox (e.g. loopback between an agent and a kernel) across
 /// a pause; the host's proxy closes its own connections before pausing.
-pub const CRIU_CONF: &str = "tcp-established\nfile-locks\nghost-limit 256M\n";
+pub const CRIU_CONF: &str = concat!("tcp-established\n", "file-locks\n", criu_conf_common!());
 
 /// CRIU options for restoring forks: a fork has a new address, so connections are
 /// restored closed.
-pub const CRIU_CONF_FORK: &str = "tcp-close\nfile-locks\nghost-limit 256M\n";
+pub const CRIU_CONF_FORK: &str = concat!("tcp-close\n", "file-locks\n", criu_conf_common!());
 
 /// The inputs of [`build`] that are not in the record.
 pub(crate) struct BundleInputs<'a> {
@@ -219,4 +250,20 @@ pub(crate) fn build(inp: &BundleInputs<'_>) -> Result<Spec, Cause> {
         .hooks(hooks)
         .annotations(annotations)
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn criu_options_are_one_per_line() {
+        for conf in [CRIU_CONF, CRIU_CONF_FORK] {
+            assert!(conf.ends_with('\n'));
+            assert!(conf.lines().all(|l| !l.trim().is_empty()), "{conf}");
+            assert!(conf.contains("ghost-limit 1048576G\n"), "{conf}");
+            assert!(conf.contains("irmap-scan-path /home\n"), "{conf}");
+            assert!(!conf.contains("freeze-cgroup"), "{conf}");
+        }
+    }
 }

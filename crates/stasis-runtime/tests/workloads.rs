@@ -84,6 +84,111 @@ fn wait_for(sb: &Guard, secs: u64, what: &str, code: &str) {
 }
 
 #[test]
+fn inotify_watches_on_the_sandboxs_own_files_fire_after_resume() {
+    let sb = lab(Resources::default());
+    let watches = sb.exec(
+        r#"
+IN_NONBLOCK = 0o4000
+IN_MODIFY, IN_CREATE = 0x2, 0x100
+ifd = check(libc.inotify_init1(IN_NONBLOCK), "inotify_init1")
+watched = {}
+def watch(path, mask):
+    watched[check(libc.inotify_add_watch(ifd, path.encode(), mask), path)] = path
+os.makedirs("/home/user/app", exist_ok=True)
+with open("/home/user/app/main.js", "w") as f:
+    f.write("console.log(1)\n")
+watch("/home/user/app", IN_CREATE)
+watch("/home/user/app/main.js", IN_MODIFY)
+watch("/tmp", IN_CREATE)
+watch("/etc", IN_CREATE)
+os.makedirs("/var/lib/myapp", exist_ok=True)
+watch("/var/lib/myapp", IN_CREATE)
+# A recursive watcher (what Vite, nodemon or watchdog set up): one watch per directory.
+for i in range(40):
+    for j in range(50):
+        os.makedirs("/home/user/app/src/d%d/e%d" % (i, j), exist_ok=True)
+for root, dirs, files in os.walk("/home/user/app/src"):
+    watch(root, IN_CREATE)
+seen = []
+def drain():
+    try:
+        buf = os.read(ifd, 1 << 16)
+    except BlockingIOError:
+        return
+    i = 0
+    while i < len(buf):
+        wd, mask, cookie, n = struct.unpack_from("iIII", buf, i)
+        name = buf[i + 16:i + 16 + n].rstrip(b"\0").decode()
+        seen.append((watched.get(wd), name))
+        i += 16 + n
+result = len(watched)
+"#,
+    );
+    assert!(watches.as_u64().unwrap() > 2000, "{watches} watches");
+
+    pause_and_resume(&sb);
+
+    sb.exec(
+        r#"
+open("/home/user/app/new.txt", "w").close()
+open("/tmp/new.txt", "w").close()
+open("/var/lib/myapp/state", "w").close()
+open("/home/user/app/src/d39/e49/deep.txt", "w").close()
+with open("/home/user/app/main.js", "a") as f:
+    f.write("console.log(2)\n")
+"#,
+    );
+    wait_for(
+        &sb,
+        10,
+        "the watcher to see every change made after the resume",
+        r#"
+drain()
+want = {("/home/user/app", "new.txt"), ("/tmp", "new.txt"), ("/var/lib/myapp", "state"),
+        ("/home/user/app/src/d39/e49", "deep.txt"), ("/home/user/app/main.js", "")}
+result = want <= set(seen)
+"#,
+    );
+}
+
+#[test]
+fn an_open_deleted_file_larger_than_256_mib_survives() {
+    let sb = lab(Resources {
+        memory_bytes: 1024 * Resources::MIB,
+        ..Resources::default()
+    });
+    let digest = sb.exec(
+        r#"
+import hashlib
+ghost = open("/tmp/scratch.bin", "w+b")
+chunk = os.urandom(1 << 20)
+h = hashlib.sha256()
+for i in range(300):
+    block = chunk[i:] + chunk[:i]
+    ghost.write(block)
+    h.update(block)
+ghost.flush()
+os.unlink("/tmp/scratch.bin")
+result = h.hexdigest()
+"#,
+    );
+    pause_and_resume(&sb);
+    let after = sb.exec(
+        r#"
+ghost.seek(0)
+h = hashlib.sha256()
+while True:
+    block = ghost.read(1 << 20)
+    if not block:
+        break
+    h.update(block)
+result = [h.hexdigest(), os.path.exists("/tmp/scratch.bin"), os.fstat(ghost.fileno()).st_nlink]
+"#,
+    );
+    assert_eq!(after, json!([digest, false, 0]));
+}
+
+#[test]
 fn threads_shared_memory_memfd_and_mapped_files_survive() {
     let sb = lab(Resources::default());
     sb.exec(
