@@ -15,6 +15,7 @@ use crate::idmap::RANGE;
 use crate::net::HookParams;
 use crate::seccomp;
 use crate::spec::Record;
+use stasis_types::SandboxId;
 
 /// Annotation naming the CRIU configuration file (read by runc at checkpoint and restore).
 pub const CRIU_CONFIG_ANNOTATION: &str = "org.criu.config";
@@ -80,6 +81,39 @@ pub const CRIU_CONF: &str = concat!("tcp-established\n", "file-locks\n", criu_co
 /// CRIU options for restoring forks: a fork has a new address, so connections are
 /// restored closed.
 pub const CRIU_CONF_FORK: &str = concat!("tcp-close\n", "file-locks\n", criu_conf_common!());
+
+/// Where a host with cgroup-v1 controllers mounts the cgroup-v2 hierarchy beside them
+/// ("hybrid"); runc puts a sandbox's processes there too, at [`cgroups_path`].
+pub const CGROUP2_HYBRID_ROOT: &str = "/sys/fs/cgroup/unified";
+
+/// The sandbox's cgroup, relative to each hierarchy's root.
+pub fn cgroups_path(id: &SandboxId) -> PathBuf {
+    PathBuf::from(format!("/stasis/{id}"))
+}
+
+/// The CRIU configuration file of sandbox `id`: `base` ([`CRIU_CONF`] or
+/// [`CRIU_CONF_FORK`]) and, on a hybrid cgroup host, `freeze-cgroup` naming the sandbox's
+/// cgroup-v2 directory.
+///
+/// runc hands CRIU the sandbox's cgroup-v1 freezer; the config file overrides it. With
+/// the v1 freezer a stopped process (SIGSTOP, Ctrl-Z) hangs the dump: a v1-frozen task
+/// sits in `TASK_FROZEN`, and `ptrace_attach` on a task in group stop waits, killable
+/// only, for it to move to `TRACED`, which a frozen task never does. The v2 freezer
+/// leaves a stopped task stopped (and counts it as frozen), so the attach completes and
+/// CRIU saves and restores it stopped. (See docs/engine.md, "Stopped processes".)
+pub fn criu_conf(base: &str, id: &SandboxId) -> String {
+    criu_conf_in(base, id, Path::new(CGROUP2_HYBRID_ROOT))
+}
+
+fn criu_conf_in(base: &str, id: &SandboxId, hybrid_root: &Path) -> String {
+    let mut conf = base.to_owned();
+    if hybrid_root.join("cgroup.controllers").exists() {
+        let rel = cgroups_path(id);
+        let dir = hybrid_root.join(rel.strip_prefix("/").unwrap_or(&rel));
+        conf.push_str(&format!("freeze-cgroup {}\n", dir.display()));
+    }
+    conf
+}
 
 /// The inputs of [`build`] that are not in the record.
 pub(crate) struct BundleInputs<'a> {
@@ -215,7 +249,7 @@ pub(crate) fn build(inp: &BundleInputs<'_>) -> Result<Spec, Cause> {
         .uid_mappings(vec![id_map(rec.uid_base)?])
         .gid_mappings(vec![id_map(rec.uid_base)?])
         .namespaces(namespaces)
-        .cgroups_path(PathBuf::from(format!("/stasis/{}", spec.id)))
+        .cgroups_path(cgroups_path(&spec.id))
         .resources(resources)
         .masked_paths(oci_spec::runtime::get_default_maskedpaths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
@@ -265,5 +299,19 @@ mod tests {
             assert!(conf.contains("irmap-scan-path /home\n"), "{conf}");
             assert!(!conf.contains("freeze-cgroup"), "{conf}");
         }
+    }
+
+    #[test]
+    fn a_hybrid_host_freezes_through_the_sandboxs_cgroup_v2() {
+        let id: SandboxId = "abc123".parse().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        // Not hybrid: runc's own freezer stays.
+        assert_eq!(criu_conf_in(CRIU_CONF, &id, root.path()), CRIU_CONF);
+        std::fs::write(root.path().join("cgroup.controllers"), "").unwrap();
+        let conf = criu_conf_in(CRIU_CONF, &id, root.path());
+        assert_eq!(
+            conf.strip_prefix(CRIU_CONF).unwrap(),
+            format!("freeze-cgroup {}/stasis/abc123\n", root.path().display())
+        );
     }
 }

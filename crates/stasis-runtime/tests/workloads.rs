@@ -66,6 +66,25 @@ fn pause_and_resume(sb: &Guard) {
     sb.ready();
 }
 
+/// Like [`pause_and_resume`], but fails the test if the pause takes longer than `limit`
+/// (a hung CRIU would otherwise hang the test).
+fn pause_and_resume_within(sb: &Guard, limit: std::time::Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (rt, id) = (sb.rt.clone(), sb.id().clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(rt.pause(&id, PauseMode::Full).map_err(|e| format!("{e:?}")));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("pause of {} failed: {e}", sb.id()),
+        Err(_) => panic!("pause of {} did not finish within {limit:?}", sb.id()),
+    }
+    sb.rt
+        .resume(sb.id())
+        .unwrap_or_else(|e| panic!("resume of {} failed: {e:?}", sb.id()));
+    sb.ready();
+}
+
 /// Polls a snippet until its `result` is true, for at most `secs` seconds.
 fn wait_for(sb: &Guard, secs: u64, what: &str, code: &str) {
     let mut last;
@@ -148,6 +167,74 @@ want = {("/home/user/app", "new.txt"), ("/tmp", "new.txt"), ("/var/lib/myapp", "
         ("/home/user/app/src/d39/e49", "deep.txt"), ("/home/user/app/main.js", "")}
 result = want <= set(seen)
 "#,
+    );
+}
+
+#[test]
+fn stopped_processes_stay_stopped_across_a_pause_and_continue_on_sigcont() {
+    let sb = lab(Resources::default());
+    sb.exec(
+        r#"
+import pty
+stopped = subprocess.Popen(["sleep", "1001"])
+os.kill(stopped.pid, signal.SIGSTOP)
+# A job suspended with Ctrl-Z in an interactive shell on a PTY.
+shell, master = pty.fork()
+if shell == 0:
+    os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+os.set_blocking(master, False)
+def drain_pty():
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except (BlockingIOError, OSError):
+            return out
+        if not chunk:
+            return out
+        out += chunk
+os.write(master, b"sleep 1002\n")
+"#,
+    );
+    wait_for(
+        &sb,
+        10,
+        "the job to start in the shell",
+        "drain_pty(); job = find_pid(['sleep', '1002']); result = job is not None",
+    );
+    sb.exec("os.write(master, b'\\x1a'); result = None");
+    wait_for(
+        &sb,
+        10,
+        "Ctrl-Z to stop the job",
+        "drain_pty(); result = proc_state(job) == 'T' and proc_state(stopped.pid) == 'T'",
+    );
+
+    // Stand-in for the runtime writing `oci::criu_conf` at create (see that function):
+    // the sandbox's CRIU config with the freeze-cgroup line of this host. Without it the
+    // dump hangs in ptrace_attach under the cgroup-v1 freezer.
+    let conf = data_dir()
+        .join("sandboxes")
+        .join(sb.id().as_str())
+        .join("criu.conf");
+    std::fs::write(
+        &conf,
+        stasis_runtime::oci::criu_conf(stasis_runtime::oci::CRIU_CONF, sb.id()),
+    )
+    .unwrap();
+    pause_and_resume_within(&sb, std::time::Duration::from_secs(60));
+
+    assert_eq!(
+        sb.exec("result = [proc_state(stopped.pid), proc_state(job)]"),
+        json!(["T", "T"]),
+        "both are still stopped after the resume"
+    );
+    sb.exec("os.kill(stopped.pid, signal.SIGCONT); os.write(master, b'fg\\n')");
+    wait_for(
+        &sb,
+        10,
+        "SIGCONT and `fg` to continue them",
+        "drain_pty(); result = proc_state(stopped.pid) == 'S' and proc_state(job) == 'S'",
     );
 }
 
