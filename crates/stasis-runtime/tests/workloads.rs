@@ -276,6 +276,27 @@ result = [h.hexdigest(), os.path.exists("/tmp/scratch.bin"), os.fstat(ghost.file
 }
 
 #[test]
+fn vsock_sockets_are_refused() {
+    let sb = lab(Resources::default());
+    let r = sb.exec(
+        r#"
+result = []
+for call in (lambda: socket.socket(40, socket.SOCK_STREAM), lambda: socket.socketpair(40)):
+    try:
+        call().close()
+        result.append("created")
+    except OSError as e:
+        result.append(e.errno)
+# Other families are untouched.
+socket.socket(socket.AF_UNIX).close()
+socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+socket.socketpair().__iter__().__next__().close()
+"#,
+    );
+    assert_eq!(r, json!([1, 1]), "EPERM for socket and socketpair");
+}
+
+#[test]
 fn threads_shared_memory_memfd_and_mapped_files_survive() {
     let sb = lab(Resources::default());
     sb.exec(
