@@ -170,7 +170,9 @@ pub(crate) fn build(inp: &BundleInputs<'_>) -> Result<Spec, Cause> {
         .args(args)
         .env(env)
         .cwd(PathBuf::from("/"))
-        .no_new_privileges(true)
+        // Off, so that setuid programs (`sudo`) work as in E2B: see architecture.md,
+        // Hardening.
+        .no_new_privileges(false)
         .capabilities(capabilities)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)

@@ -297,6 +297,20 @@ socket.socketpair().__iter__().__next__().close()
 }
 
 #[test]
+fn sudo_works_for_the_user_account() {
+    let sb = lab(Resources::default());
+    let r = sb.exec(
+        r#"
+p = subprocess.run(["sudo", "-n", "id", "-u"], user=1000, group=1000, extra_groups=[],
+                   env={"PATH": "/usr/bin:/bin", "HOME": "/home/user"}, capture_output=True, text=True)
+result = [p.returncode, p.stdout.strip(), p.stderr.strip(), os.getuid()]
+"#,
+    );
+    assert_eq!(r[0], 0, "sudo failed: {r}");
+    assert_eq!(r[1], "0", "{r}");
+}
+
+#[test]
 fn threads_shared_memory_memfd_and_mapped_files_survive() {
     let sb = lab(Resources::default());
     sb.exec(
