@@ -311,6 +311,112 @@ result = [p.returncode, p.stdout.strip(), p.stderr.strip(), os.getuid()]
 }
 
 #[test]
+fn preflight_names_a_traced_process_and_its_tracer() {
+    let sb = lab(Resources::default());
+    assert_eq!(
+        stasis_runtime::preflight::check(sb.init_pid()).unwrap(),
+        stasis_runtime::preflight::Obstacles::default(),
+        "a fresh sandbox has no obstacles"
+    );
+    // A tracer (what strace and gdb do, through ptrace) attached to its child.
+    let pids = sb.exec(
+        r#"
+tracer = subprocess.Popen(["python3", "-c", """
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+child = os.fork()
+if child == 0:
+    while True:
+        time.sleep(1)
+if libc.ptrace(0x4206, child, None, None) != 0:  # PTRACE_SEIZE
+    sys.exit(ctypes.get_errno())
+print(child, flush=True)
+while True:
+    time.sleep(1)
+"""], stdout=subprocess.PIPE, text=True)
+traced = int(tracer.stdout.readline())
+result = [tracer.pid, traced]
+"#,
+    );
+    let (tracer, traced) = (pids[0].as_i64().unwrap(), pids[1].as_i64().unwrap());
+    let found = stasis_runtime::preflight::check(sb.init_pid()).unwrap();
+    assert_eq!(
+        found.to_string(),
+        format!(
+            "pid {tracer} (python3) is tracing pid {traced} (python3): ptraced processes \
+             cannot be paused; stop the tracer and retry"
+        )
+    );
+    // Once the tracer is gone, nothing is in the way and the pause works.
+    sb.exec("tracer.kill(); tracer.wait(); result = None");
+    wait_until(10, "the trace to end", || {
+        stasis_runtime::preflight::check(sb.init_pid())
+            .unwrap()
+            .is_empty()
+    });
+    pause_and_resume(&sb);
+}
+
+/// A child process of the test, killed when the guard drops.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn preflight_names_a_socket_criu_cannot_save() {
+    // Sandboxes cannot open AF_VSOCK sockets; the host can (if its kernel has vsock), and
+    // the scan is the same in any pid namespace: here the host's, with a host process.
+    use std::io::BufRead;
+    let mut child = Child(
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket, sys\n\
+                 try:\n    s = socket.socket(40, socket.SOCK_STREAM)\n\
+                 except OSError:\n    print('none', flush=True); sys.exit()\n\
+                 print(s.fileno(), flush=True)\nsys.stdin.read()\n",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.trim() == "none" {
+        eprintln!("skipped: this kernel has no AF_VSOCK");
+        return;
+    }
+    let pid = child.0.id() as i32;
+    let found = stasis_runtime::preflight::check(pid).unwrap();
+    let theirs: Vec<String> = found
+        .0
+        .iter()
+        .filter(|o| {
+            matches!(o, stasis_runtime::preflight::Obstacle::Socket { process, .. }
+                if process.host_pid == pid)
+        })
+        .map(|o| o.to_string())
+        .collect();
+    assert_eq!(
+        theirs,
+        vec![format!(
+            "pid {pid} (python3) holds a socket of protocol AF_VSOCK (fd {}), which cannot \
+             be saved; close it and retry",
+            line.trim()
+        )],
+        "{found}"
+    );
+}
+
+#[test]
 fn threads_shared_memory_memfd_and_mapped_files_survive() {
     let sb = lab(Resources::default());
     sb.exec(
