@@ -101,15 +101,32 @@ pub fn cgroups_path(id: &SandboxId) -> PathBuf {
 /// only, for it to move to `TRACED`, which a frozen task never does. The v2 freezer
 /// leaves a stopped task stopped (and counts it as frozen), so the attach completes and
 /// CRIU saves and restores it stopped. (See docs/engine.md, "Stopped processes".)
+///
+/// With this file in force nothing may freeze the sandbox through v1 before CRIU runs:
+/// after `runc pause`, CRIU's v2 freeze times out (10 s) and the dump fails, for every
+/// sandbox. Freeze through v2 instead (`1` into the cgroup's `cgroup.freeze`, wait for
+/// `frozen 1` in `cgroup.events`; `0` thaws).
 pub fn criu_conf(base: &str, id: &SandboxId) -> String {
     criu_conf_in(base, id, Path::new(CGROUP2_HYBRID_ROOT))
 }
 
+/// The sandbox's cgroup-v2 directory on a hybrid cgroup host (the one to freeze through
+/// and to name in `freeze-cgroup`), or `None` on a host without the hybrid hierarchy.
+pub fn cgroup2_dir(id: &SandboxId) -> Option<PathBuf> {
+    cgroup2_dir_in(id, Path::new(CGROUP2_HYBRID_ROOT))
+}
+
+fn cgroup2_dir_in(id: &SandboxId, hybrid_root: &Path) -> Option<PathBuf> {
+    if !hybrid_root.join("cgroup.controllers").exists() {
+        return None;
+    }
+    let rel = cgroups_path(id);
+    Some(hybrid_root.join(rel.strip_prefix("/").unwrap_or(&rel)))
+}
+
 fn criu_conf_in(base: &str, id: &SandboxId, hybrid_root: &Path) -> String {
     let mut conf = base.to_owned();
-    if hybrid_root.join("cgroup.controllers").exists() {
-        let rel = cgroups_path(id);
-        let dir = hybrid_root.join(rel.strip_prefix("/").unwrap_or(&rel));
+    if let Some(dir) = cgroup2_dir_in(id, hybrid_root) {
         conf.push_str(&format!("freeze-cgroup {}\n", dir.display()));
     }
     conf
