@@ -12,7 +12,10 @@
 //! * a traced thread (strace, gdb, a debugger attached by an IDE): CRIU must be the only
 //!   tracer of every task it dumps;
 //! * a socket of a protocol CRIU does not checkpoint (anything but unix, inet, inet6,
-//!   netlink and packet sockets).
+//!   netlink and packet sockets);
+//! * a stopped thread (SIGSTOP, Ctrl-Z), when CRIU will freeze through the cgroup-v1
+//!   freezer: the dump would hang in `ptrace_attach` (see `oci::criu_conf`). Under the
+//!   cgroup-v2 freezer stopped processes are saved and restored stopped.
 //!
 //! Processes that exit while they are inspected are skipped: the scan is a snapshot of a
 //! running sandbox, and what it cannot see it does not refuse.
@@ -61,6 +64,15 @@ impl fmt::Display for Process {
     }
 }
 
+/// The freezer CRIU will use for the dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freezer {
+    /// runc's cgroup-v1 freezer: a stopped process hangs the dump.
+    CgroupV1,
+    /// The cgroup-v2 freezer (`freeze-cgroup` of `oci::criu_conf`, or a cgroup-v2 host).
+    CgroupV2,
+}
+
 /// Why a sandbox cannot be paused as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Obstacle {
@@ -69,6 +81,8 @@ pub enum Obstacle {
         traced: Process,
         tracer: Option<Process>,
     },
+    /// `process` is stopped by a signal, and the freezer is cgroup v1.
+    Stopped { process: Process },
     /// `process` holds a socket of a protocol CRIU cannot save, at descriptor `fd`.
     Socket {
         process: Process,
@@ -95,6 +109,12 @@ impl fmt::Display for Obstacle {
                 f,
                 "{traced} is traced from outside the sandbox: ptraced processes cannot be \
                  paused; detach the tracer and retry"
+            ),
+            Obstacle::Stopped { process } => write!(
+                f,
+                "{process} is stopped (SIGSTOP or Ctrl-Z), which this host cannot pause; \
+                 continue it (kill -CONT {}) or end it, and retry",
+                process.pid
             ),
             Obstacle::Socket {
                 process,
@@ -154,6 +174,8 @@ pub struct Status {
     pub name: String,
     /// `Tgid`: the host pid of the thread's process.
     pub tgid: i32,
+    /// The state letter of `State` (`R`, `S`, `T` stopped, `t` traced, `Z`, ...).
+    pub state: char,
     /// `TracerPid`, as a host pid (0: not traced).
     pub tracer: i32,
     /// `NSpid`: the pid in each nested pid namespace, outermost first.
@@ -163,7 +185,8 @@ pub struct Status {
 impl Status {
     /// Parses the text of a `status` file; `None` if a field is missing or malformed.
     pub fn parse(text: &str) -> Option<Status> {
-        let (mut name, mut tgid, mut tracer, mut ns_pids) = (None, None, None, None);
+        let (mut name, mut state, mut tgid, mut tracer, mut ns_pids) =
+            (None, None, None, None, None);
         for line in text.lines() {
             let Some((key, value)) = line.split_once(':') else {
                 continue;
@@ -171,6 +194,7 @@ impl Status {
             let value = value.trim();
             match key {
                 "Name" => name = Some(value.to_owned()),
+                "State" => state = value.chars().next(),
                 "Tgid" => tgid = value.parse().ok(),
                 "TracerPid" => tracer = value.parse().ok(),
                 "NSpid" => {
@@ -185,6 +209,7 @@ impl Status {
         }
         Some(Status {
             name: name?,
+            state: state?,
             tgid: tgid?,
             tracer: tracer?,
             ns_pids: ns_pids.filter(|p| !p.is_empty())?,
@@ -215,12 +240,12 @@ fn read_status(path: &Path) -> Option<Status> {
 }
 
 /// Inspects the sandbox whose PID 1 has host pid `init_pid` and returns what would keep
-/// CRIU from checkpointing it (empty: nothing found).
-pub fn check(init_pid: i32) -> Result<Obstacles, PreflightError> {
-    check_in(Path::new("/proc"), init_pid)
+/// CRIU, freezing with `freezer`, from checkpointing it (empty: nothing found).
+pub fn check(init_pid: i32, freezer: Freezer) -> Result<Obstacles, PreflightError> {
+    check_in(Path::new("/proc"), init_pid, freezer)
 }
 
-fn check_in(proc: &Path, init_pid: i32) -> Result<Obstacles, PreflightError> {
+fn check_in(proc: &Path, init_pid: i32, freezer: Freezer) -> Result<Obstacles, PreflightError> {
     let ns_of = |pid: &str| fs::metadata(proc.join(pid).join("ns/pid")).map(|m| m.ino());
     let ns = ns_of(&init_pid.to_string()).map_err(|source| PreflightError::Init {
         pid: init_pid,
@@ -264,6 +289,14 @@ fn check_in(proc: &Path, init_pid: i32) -> Result<Obstacles, PreflightError> {
             let Some(st) = read_status(&task.path().join("status")) else {
                 continue;
             };
+            if st.state == 'T' && freezer == Freezer::CgroupV1 {
+                let o = Obstacle::Stopped {
+                    process: process(host_pid, &members[&host_pid]),
+                };
+                if !found.contains(&o) {
+                    found.push(o);
+                }
+            }
             if st.tracer == 0 {
                 continue;
             }
@@ -318,6 +351,7 @@ mod tests {
         let st = Status::parse(STATUS).unwrap();
         assert_eq!(st.name, "strace");
         assert_eq!(st.tgid, 2041);
+        assert_eq!(st.state, 'S');
         assert_eq!(st.tracer, 2039);
         assert_eq!(st.ns_pids, vec![2041, 42]);
         assert_eq!(st.inner_pid(), 42);
@@ -326,17 +360,23 @@ mod tests {
     #[test]
     fn a_status_without_the_needed_fields_is_rejected() {
         assert_eq!(Status::parse(""), None);
-        assert_eq!(Status::parse("Name:\tx\nTgid:\t1\nTracerPid:\t0\n"), None);
         assert_eq!(
-            Status::parse("Name:\tx\nTgid:\t1\nTracerPid:\tbad\nNSpid:\t1\n"),
+            Status::parse("Name:\tx\nState:\tR (running)\nTgid:\t1\nTracerPid:\t0\n"),
             None
         );
         assert_eq!(
-            Status::parse("Name:\tx\nTgid:\t1\nTracerPid:\t0\nNSpid:\t\n"),
+            Status::parse("Name:\tx\nState:\tR (running)\nTgid:\t1\nTracerPid:\tbad\nNSpid:\t1\n"),
+            None
+        );
+        assert_eq!(
+            Status::parse("Name:\tx\nState:\tR (running)\nTgid:\t1\nTracerPid:\t0\nNSpid:\t\n"),
             None
         );
         // A name with spaces and colons survives.
-        let st = Status::parse("Name:\ta: b\nTgid:\t7\nTracerPid:\t0\nNSpid:\t7\n").unwrap();
+        let st = Status::parse(
+            "State:\tS (sleeping)\nName:\ta: b\nTgid:\t7\nTracerPid:\t0\nNSpid:\t7\n",
+        )
+        .unwrap();
         assert_eq!((st.name.as_str(), st.inner_pid()), ("a: b", 7));
     }
 
@@ -380,7 +420,7 @@ mod tests {
     fn a_missing_init_is_an_error() {
         let dir = std::env::temp_dir().join(format!("preflight-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let err = check_in(&dir, 4242).unwrap_err();
+        let err = check_in(&dir, 4242, Freezer::CgroupV2).unwrap_err();
         let _ = fs::remove_dir_all(&dir);
         assert!(
             matches!(err, PreflightError::Init { pid: 4242, .. }),
@@ -411,9 +451,15 @@ mod tests {
             fs::create_dir_all(d.join("ns")).unwrap();
             fs::hard_link(self.0.join("ns").join(ns), d.join("ns/pid")).unwrap();
             let status = |pid: i32, tracer: i32| {
+                let state = if tracer < 0 {
+                    "T (stopped)"
+                } else {
+                    "S (sleeping)"
+                };
+                let tracer = tracer.max(0);
                 format!(
-                    "Name:\t{name}\nTgid:\t{host}\nPid:\t{pid}\nTracerPid:\t{tracer}\n\
-                     NSpid:\t{pid}\t{inner}\n"
+                    "Name:\t{name}\nState:\t{state}\nTgid:\t{host}\nPid:\t{pid}\n\
+                     TracerPid:\t{tracer}\nNSpid:\t{pid}\t{inner}\n"
                 )
             };
             fs::write(d.join("status"), status(host, threads[0].1)).unwrap();
@@ -448,7 +494,9 @@ mod tests {
         proc.process("sandbox", 150, 50, "node", &[(150, 7)]);
         // A traced process of another namespace is none of this sandbox's business.
         proc.process("host", 160, 160, "gdb-target", &[(160, 7)]);
-        let found = check_in(&proc.0, 100).unwrap();
+        // Stopped (a tracer of -1 in this fake): an obstacle only under the v1 freezer.
+        proc.process("sandbox", 170, 70, "vim", &[(170, -1)]);
+        let found = check_in(&proc.0, 100, Freezer::CgroupV2).unwrap();
         let p = |pid, host_pid, name: &str| Process {
             pid,
             host_pid,
@@ -467,6 +515,13 @@ mod tests {
                 },
             ]
         );
-        assert!(check_in(&proc.0, 142).unwrap().0.len() == 2);
+        assert!(check_in(&proc.0, 142, Freezer::CgroupV2).unwrap().0.len() == 2);
+        let v1 = check_in(&proc.0, 100, Freezer::CgroupV1).unwrap();
+        assert_eq!(v1.0.len(), 3, "{v1}");
+        assert_eq!(
+            v1.0[2].to_string(),
+            "pid 70 (vim) is stopped (SIGSTOP or Ctrl-Z), which this host cannot pause; \
+             continue it (kill -CONT 70) or end it, and retry"
+        );
     }
 }

@@ -10,6 +10,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use stasis_runtime::preflight::Freezer;
 use stasis_runtime::{PauseMode, Runtime};
 use stasis_types::Resources;
 
@@ -314,7 +315,7 @@ result = [p.returncode, p.stdout.strip(), p.stderr.strip(), os.getuid()]
 fn preflight_names_a_traced_process_and_its_tracer() {
     let sb = lab(Resources::default());
     assert_eq!(
-        stasis_runtime::preflight::check(sb.init_pid()).unwrap(),
+        stasis_runtime::preflight::check(sb.init_pid(), Freezer::CgroupV2).unwrap(),
         stasis_runtime::preflight::Obstacles::default(),
         "a fresh sandbox has no obstacles"
     );
@@ -339,7 +340,7 @@ result = [tracer.pid, traced]
 "#,
     );
     let (tracer, traced) = (pids[0].as_i64().unwrap(), pids[1].as_i64().unwrap());
-    let found = stasis_runtime::preflight::check(sb.init_pid()).unwrap();
+    let found = stasis_runtime::preflight::check(sb.init_pid(), Freezer::CgroupV2).unwrap();
     assert_eq!(
         found.to_string(),
         format!(
@@ -347,10 +348,24 @@ result = [tracer.pid, traced]
              cannot be paused; stop the tracer and retry"
         )
     );
+    // A stopped process is in the way only of a dump under the cgroup-v1 freezer.
+    let stopped = sb.exec(
+        "s = subprocess.Popen(['sleep', '1004']); os.kill(s.pid, signal.SIGSTOP); result = s.pid",
+    );
+    wait_for(&sb, 10, "the stop", "result = proc_state(s.pid) == 'T'");
+    let v1 = stasis_runtime::preflight::check(sb.init_pid(), Freezer::CgroupV1).unwrap();
+    assert!(
+        v1.to_string().ends_with(&format!(
+            "pid {stopped} (sleep) is stopped (SIGSTOP or Ctrl-Z), which this host cannot \
+             pause; continue it (kill -CONT {stopped}) or end it, and retry"
+        )),
+        "{v1}"
+    );
+    sb.exec("s.kill(); s.wait(); result = None");
     // Once the tracer is gone, nothing is in the way and the pause works.
     sb.exec("tracer.kill(); tracer.wait(); result = None");
     wait_until(10, "the trace to end", || {
-        stasis_runtime::preflight::check(sb.init_pid())
+        stasis_runtime::preflight::check(sb.init_pid(), Freezer::CgroupV2)
             .unwrap()
             .is_empty()
     });
@@ -395,7 +410,7 @@ fn preflight_names_a_socket_criu_cannot_save() {
         return;
     }
     let pid = child.0.id() as i32;
-    let found = stasis_runtime::preflight::check(pid).unwrap();
+    let found = stasis_runtime::preflight::check(pid, Freezer::CgroupV2).unwrap();
     let theirs: Vec<String> = found
         .0
         .iter()
