@@ -515,7 +515,8 @@ result = None
         r#"
 ready = sorted(fd for fd, ev in ep.poll(1))
 count = int.from_bytes(os.read(efd, 8), "little")
-time.sleep(0.2)
+# The periodic timer fires again: wait (at most 5 s) until it is readable.
+select.select([tfd], [], [], 5)
 ticks = int.from_bytes(os.read(tfd, 8), "little")
 # Each request runs on a new thread: block SIGUSR1 in this one, then signal it.
 import threading
