@@ -163,15 +163,39 @@ impl Cgroups {
             .map(|s| s.trim().to_owned())
     }
 
-    /// Whether the sandbox's cgroup is frozen (or freezing).
+    /// Freezes the sandbox through its cgroup2 `cgroup.freeze` and waits until the
+    /// kernel reports it frozen (`frozen 1` in `cgroup.events`).
+    pub fn freeze_v2(&self, id: &SandboxId, within: Duration) -> Result<(), Cause> {
+        let dir = self.sandbox(id);
+        let freeze = dir.join("cgroup.freeze");
+        fs::write(&freeze, "1").map_err(io_at(&freeze))?;
+        let events = dir.join("cgroup.events");
+        let until = Instant::now() + within;
+        loop {
+            let text = fs::read_to_string(&events).map_err(io_at(&events))?;
+            if text.lines().any(|l| l.trim() == "frozen 1") {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                let _ = fs::write(&freeze, "0");
+                return Err(Cause::Invalid(format!(
+                    "{} did not freeze within {within:?}",
+                    dir.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Whether the sandbox's cgroup is frozen (or freezing), through either freezer.
     pub fn is_frozen(&self, id: &SandboxId) -> bool {
         if let Some(f) = &self.freezer_v1 {
             let state = f
                 .join(SANDBOX_PARENT)
                 .join(id.as_str())
                 .join("freezer.state");
-            if let Ok(s) = fs::read_to_string(state) {
-                return s.trim() != "THAWED";
+            if fs::read_to_string(state).is_ok_and(|s| s.trim() != "THAWED") {
+                return true;
             }
         }
         fs::read_to_string(self.sandbox(id).join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")

@@ -120,6 +120,8 @@ pub enum RuntimeError {
         state: &'static str,
         action: &'static str,
     },
+    #[error("sandbox {id} cannot be paused: {obstacles}")]
+    Unpausable { id: SandboxId, obstacles: String },
     #[error("sandbox {0} is busy with another operation")]
     Busy(SandboxId),
     #[error(

@@ -35,6 +35,7 @@ mod leases;
 pub mod mounts;
 pub mod net;
 pub mod oci;
+pub mod preflight;
 mod runc;
 mod runtime;
 pub mod seccomp;

@@ -3,8 +3,8 @@
 //! Every call has a deadline, and every call that works on a sandbox's processes runs in
 //! the sandbox's ops cgroup (see [`crate::cgroup`]), so an orphaned `runc restore` or
 //! `criu` can be found and ended by a later server. Runc's own words are kept apart
-//! from ours: [`Runc::freeze`] / [`Runc::thaw`] are `runc pause` / `runc resume` (the
-//! cgroup freezer), [`Runc::checkpoint`] / [`Runc::restore`] are CRIU.
+//! from ours: [`Runc::freeze`] is `runc pause` (the cgroup freezer; thawing is the
+//! runtime's, through the cgroups), [`Runc::checkpoint`] / [`Runc::restore`] are CRIU.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -242,14 +242,6 @@ impl Runc {
         let mut c = self.base();
         c.args(["pause", id]);
         cmd::run_limited(c, self.in_ops(&ops, FREEZE)).map(drop)
-    }
-
-    /// `runc resume`: thaws a frozen container.
-    pub fn thaw(&self, id: &str) -> Result<(), Cause> {
-        let ops = self.ops(id)?;
-        let mut c = self.base();
-        c.args(["resume", id]);
-        cmd::run_limited(c, self.in_ops(&ops, QUICK)).map(drop)
     }
 }
 

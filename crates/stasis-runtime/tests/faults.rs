@@ -20,7 +20,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::{addr_of, ask, create_plain, traces_in, wait_ready, PrivateDir};
+use common::{addr_of, ask, create_plain, traces_in, PrivateDir};
 use serde_json::json;
 use stasis_runtime::{PauseMode, RuncRuntime, Runtime, SandboxState};
 use stasis_types::SandboxId;
@@ -227,7 +227,10 @@ fn run(case: &Case) -> Result {
             }
             _ => {}
         }
-        let now = wait_ready(addr_of(&info));
+        let Some(now) = answers_within(addr_of(&info), 15) else {
+            *detail += &format!("; the workload does not answer: {}", diagnose(&id));
+            return false;
+        };
         let file = ask(addr_of(&info), &json!({"op": "read", "path": "/home/kept"}));
         let same_procs = before
             .as_ref()
@@ -260,6 +263,45 @@ fn run(case: &Case) -> Result {
     }
     drop(rt);
     Result { outcome, detail }
+}
+
+/// The workload's answer, polled for up to `secs` seconds.
+fn answers_within(addr: std::net::SocketAddr, secs: u64) -> Option<serde_json::Value> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Ok(v) = common::try_ask(addr, &json!({"op": "get"})) {
+            return Some(v);
+        }
+        if std::time::Instant::now() > until {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The sandbox's processes as the host sees them: state, and whether CRIU's code is
+/// still mapped in them.
+fn diagnose(id: &SandboxId) -> String {
+    let procs = std::fs::read_to_string(format!("/sys/fs/cgroup/unified/stasis/{id}/cgroup.procs"))
+        .unwrap_or_default();
+    procs
+        .lines()
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let state = status
+                .lines()
+                .find(|l| l.starts_with("State:"))
+                .unwrap_or("")
+                .to_owned();
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+            let criu = maps
+                .lines()
+                .filter(|l| l.to_lowercase().contains("criu"))
+                .count();
+            format!("{pid} {state} criu-maps={criu}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -355,6 +397,7 @@ fn crash_points_sample() {
         .filter(|c| {
             !c.fault.contains('@') && !c.fault.contains(":init")
                 || c.fault == "pause.checkpointing:criu@30"
+                || c.fault == "pause.checkpointing:criu@120"
                 || c.fault == "resume.restoring:criu@80"
                 || c.fault == "resume.restoring:self@80"
         })

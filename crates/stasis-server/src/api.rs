@@ -63,6 +63,7 @@ impl From<SupError> for ApiError {
             SupError::BadRequest(m) => B::bad_request(m.clone()),
             SupError::TemplateNotFound(t) => B::new(400, format!("template {t:?} not found")),
             SupError::Runtime(RuntimeError::Busy(id)) => B::in_transition(id, "transition"),
+            SupError::Runtime(e @ RuntimeError::Unpausable { .. }) => B::new(409, e.to_string()),
             SupError::Runtime(RuntimeError::NotFound(id)) => B::not_found_sandbox(id),
             SupError::Runtime(RuntimeError::TemplateMissing { name, .. }) => B::new(
                 400,

@@ -97,9 +97,11 @@ impl RuncRuntime {
                     info!(sandbox_id = %id, generation, "finished a pause that had committed");
                 } else {
                     rec.op = None;
-                    if live.is_some() {
-                        let _ = self.runc.thaw(id.as_str());
-                        self.cgroups.thaw(&id);
+                    if let Some(pid) = live {
+                        if let Err(e) = crate::net::unlock_criu_network(pid) {
+                            warn!(sandbox_id = %id, error = %e, "could not remove CRIU's network lock");
+                        }
+                        let _ = self.thaw(&id);
                         info!(sandbox_id = %id, "rolled back an interrupted pause; the sandbox runs");
                     } else {
                         self.stop_container(&id)?;
@@ -138,8 +140,7 @@ impl RuncRuntime {
             None => {
                 if live.is_some() {
                     if self.cgroups.is_frozen(&id) {
-                        let _ = self.runc.thaw(id.as_str());
-                        self.cgroups.thaw(&id);
+                        let _ = self.thaw(&id);
                         info!(sandbox_id = %id, "thawed a sandbox an interrupted operation left frozen");
                     }
                 } else {

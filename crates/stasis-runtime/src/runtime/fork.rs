@@ -7,7 +7,6 @@
 //! run: a failure (or, after a crash, recovery) removes every copy and the temporary dir,
 //! and the parent is thawed.
 
-use std::fs;
 use std::path::Path;
 
 use stasis_snapshot as snap;
@@ -49,7 +48,7 @@ impl RuncRuntime {
             remove_dir_all_if_exists(&work).at(id, Step::Fork)?;
             mkdir(&work, 0o700).at(id, Step::Fork)?;
             // Freeze, dump while frozen, copy the upper layer while still frozen, thaw.
-            self.runc.freeze(id.as_str()).at(id, Step::Fork)?;
+            self.freeze(id).at(id, Step::Fork)?;
             let frozen = (|| -> Result<(), Cause> {
                 self.runc.checkpoint(
                     id.as_str(),
@@ -62,10 +61,7 @@ impl RuncRuntime {
                 copy_tree(&sp.upper, &tmp.join(snap::UPPER))
             })();
             self.fault("fork.dumped", id);
-            let thawed = self.runc.thaw(id.as_str());
-            if thawed.is_err() {
-                self.cgroups.thaw(id);
-            }
+            let thawed = self.thaw(id);
             frozen.at(id, Step::Fork)?;
             thawed.at(id, Step::Fork)?;
 
@@ -137,8 +133,7 @@ impl RuncRuntime {
                 )
                 .at(nid, Step::Restore)?;
             // Later pauses of the fork keep connections like any sandbox.
-            fs::write(&p.criu_conf, oci::CRIU_CONF)
-                .map_err(Cause::io(&p.criu_conf))
+            self.write_criu_conf(&p, &rec, oci::CRIU_CONF)
                 .at(nid, Step::Fork)?;
             self.info_of(&p, &rec)
         })();

@@ -204,6 +204,9 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), Cause> {
     cmd::run(c).map(drop)
 }
 
+/// How long a freeze may take (a task in uninterruptible sleep can hold it off).
+const FREEZE_WITHIN: Duration = Duration::from_secs(15);
+
 /// How long the processes of a killed sandbox have to disappear.
 const KILL_WITHIN: Duration = Duration::from_secs(10);
 
@@ -424,9 +427,10 @@ impl RuncRuntime {
         Ok(())
     }
 
-    fn write_bundle(&self, p: &SandboxPaths, rec: &Record, criu_conf: &str) -> Result<(), Cause> {
+    /// Writes the bundle; `criu_base` is [`oci::CRIU_CONF`] or [`oci::CRIU_CONF_FORK`].
+    fn write_bundle(&self, p: &SandboxPaths, rec: &Record, criu_base: &str) -> Result<(), Cause> {
         mkdir(&p.bundle, 0o711)?;
-        fs::write(&p.criu_conf, criu_conf).map_err(Cause::io(&p.criu_conf))?;
+        self.write_criu_conf(p, rec, criu_base)?;
         if !p.etc.join("hosts").exists() {
             self.write_etc(p, rec)?;
         }
@@ -446,6 +450,8 @@ impl RuncRuntime {
         if !p.config.exists() {
             return self.write_bundle(p, rec, oci::CRIU_CONF);
         }
+        // The CRIU options of this version (a sandbox may come from an older one).
+        self.write_criu_conf(p, rec, oci::CRIU_CONF)?;
         let mut spec = oci_spec::runtime::Spec::load(&p.config)?;
         if let Some(hooks) = spec.hooks_mut() {
             if let Some(pre) = hooks.prestart_mut() {
@@ -455,6 +461,57 @@ impl RuncRuntime {
             }
         }
         write_json_durable(&p.config, &spec)
+    }
+
+    /// The sandbox's CRIU config file (named by the `org.criu.config` annotation).
+    fn write_criu_conf(&self, p: &SandboxPaths, rec: &Record, base: &str) -> Result<(), Cause> {
+        let conf = oci::criu_conf(base, &rec.spec.id);
+        fs::write(&p.criu_conf, conf).map_err(Cause::io(&p.criu_conf))
+    }
+
+    /// Freezes the sandbox through the cgroup2 freezer where CRIU uses it (a stopped
+    /// process would hang a dump under the v1 freezer, and a v1 freeze makes CRIU's own
+    /// v2 freeze time out), else through runc.
+    fn freeze(&self, id: &SandboxId) -> Result<(), Cause> {
+        match oci::cgroup2_dir(id) {
+            Some(_) => self.cgroups.freeze_v2(id, FREEZE_WITHIN),
+            None => self.runc.freeze(id.as_str()),
+        }
+    }
+
+    /// Thaws the sandbox, whichever freezer froze it, and checks that it is thawed.
+    fn thaw(&self, id: &SandboxId) -> Result<(), Cause> {
+        self.cgroups.thaw(id);
+        if self.cgroups.is_frozen(id) {
+            return Err(Cause::Invalid(format!(
+                "sandbox {id} is still frozen after a thaw ({:?})",
+                self.cgroups.freezer_state(id)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses, before anything is frozen, a sandbox holding state CRIU cannot save.
+    fn preflight(&self, id: &SandboxId) -> Result<()> {
+        let Some(pid) = self.container_pid(id)? else {
+            return Ok(());
+        };
+        let freezer = if oci::cgroup2_dir(id).is_some() {
+            crate::preflight::Freezer::CgroupV2
+        } else {
+            crate::preflight::Freezer::CgroupV1
+        };
+        let found = crate::preflight::check(pid as i32, freezer)
+            .map_err(|e| Cause::Invalid(e.to_string()))
+            .at(id, Step::Checkpoint)?;
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Unpausable {
+                id: id.clone(),
+                obstacles: found.to_string(),
+            })
+        }
     }
 
     /// A fault point of the crash tests (see [`crate::fault`]).

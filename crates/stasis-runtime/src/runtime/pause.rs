@@ -64,6 +64,9 @@ impl RuncRuntime {
                 action: "pause with memory",
             });
         }
+        if mode == PauseMode::Full {
+            self.preflight(id)?;
+        }
         let generation = rec.next_generation;
         rec.op = Some(Op::Pause { generation, mode });
         write_json_durable(&p.record, &*rec).at(id, Step::Checkpoint)?;
@@ -109,7 +112,7 @@ impl RuncRuntime {
         remove_dir_all_if_exists(&partial).at(id, Step::Checkpoint)?;
         mkdir(&partial, 0o711).at(id, Step::Checkpoint)?;
         if live {
-            self.runc.freeze(id.as_str()).at(id, Step::Checkpoint)?;
+            self.freeze(id).at(id, Step::Checkpoint)?;
             self.fault("pause.frozen", id);
         }
         if mode == PauseMode::Full {
@@ -201,8 +204,13 @@ impl RuncRuntime {
             }
         }
         if live {
-            let _ = self.runc.thaw(id.as_str());
-            self.cgroups.thaw(&id);
+            // A CRIU that died mid-dump leaves its network lock in the sandbox.
+            if let Ok(Some(pid)) = self.container_pid(&id) {
+                if let Err(e) = net::unlock_criu_network(pid) {
+                    warn!(sandbox_id = %id, error = %e, "could not remove CRIU's network lock");
+                }
+            }
+            let _ = self.thaw(&id);
         }
         let _ = remove_dir_all_if_exists(&p.dir.join("dump-work"));
         rec.op = None;

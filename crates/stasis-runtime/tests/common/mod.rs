@@ -283,3 +283,49 @@ pub fn traces_in(dd: &std::path::Path, id: &SandboxId) -> Vec<String> {
     }
     found
 }
+
+pub const LAB: &str = include_str!("lab.py");
+
+/// A spec whose workload is the lab (`lab.py`): Python snippets run in one namespace.
+pub fn lab_spec(resources: Resources) -> SandboxSpec {
+    let mut spec = spec_with(resources);
+    spec.agent.args = vec!["python3".into(), "-c".into(), LAB.into()];
+    spec
+}
+
+/// Creates a sandbox running the lab and waits for it to answer.
+pub fn create_lab(rt: &Arc<RuncRuntime>, resources: Resources) -> Guard {
+    let info = rt.create(lab_spec(resources)).expect("create");
+    let g = Guard {
+        rt: rt.clone(),
+        info,
+    };
+    g.ready();
+    g
+}
+
+impl Guard {
+    /// Runs a Python snippet in the lab; its answer is what it assigned to `result`.
+    pub fn try_exec(&self, code: &str) -> Result<Value, String> {
+        let v = try_ask(self.addr(), &json!({"op": "exec", "code": code}))
+            .map_err(|e| format!("no answer: {e}"))?;
+        match v.get("error") {
+            Some(e) => Err(e.as_str().unwrap_or_default().to_owned()),
+            None => Ok(v["result"].clone()),
+        }
+    }
+
+    /// Runs a Python snippet in the lab and panics if it raised.
+    pub fn exec(&self, code: &str) -> Value {
+        self.try_exec(code)
+            .unwrap_or_else(|e| panic!("snippet failed in {}:\n{code}\n{e}", self.id()))
+    }
+
+    /// The host pid of the sandbox's PID 1.
+    pub fn init_pid(&self) -> i32 {
+        match self.rt.info(self.id()).expect("info").state {
+            stasis_runtime::SandboxState::Running { pid } => pid as i32,
+            other => panic!("{} is not running: {other:?}", self.id()),
+        }
+    }
+}
