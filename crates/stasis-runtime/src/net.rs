@@ -932,6 +932,40 @@ fn plug(p: &HookParams, pid: u32) -> Result<(), Cause> {
     Ok(())
 }
 
+/// Removes the network lock CRIU puts into a sandbox's network namespace while it dumps
+/// (its `CRIU` iptables chain, or a `CRIU…` nftables table): CRIU removes it when it
+/// finishes, but one killed in the middle leaves every packet of the sandbox dropped.
+/// `init_pid` is the sandbox's PID 1 on the host. Does nothing where there is no lock.
+pub(crate) fn unlock_criu_network(init_pid: u32) -> Result<(), Cause> {
+    let ns = format!("--net=/proc/{init_pid}/ns/net");
+    let inside = |args: &[&str]| {
+        let mut c = Command::new("nsenter");
+        c.arg(&ns).args(args);
+        cmd::run(c)
+    };
+    for tool in ["iptables", "ip6tables"] {
+        if inside(&[tool, "-w", "-S", "CRIU"]).is_err() {
+            continue; // no such chain (or no such tool)
+        }
+        for hook in ["INPUT", "OUTPUT"] {
+            while inside(&[tool, "-w", "-D", hook, "-j", "CRIU"]).is_ok() {}
+        }
+        inside(&[tool, "-w", "-F", "CRIU"])?;
+        inside(&[tool, "-w", "-X", "CRIU"])?;
+    }
+    if let Ok(tables) = inside(&["nft", "list", "tables"]) {
+        for line in tables.lines() {
+            let mut w = line.split_whitespace();
+            if let (Some("table"), Some(family), Some(name)) = (w.next(), w.next(), w.next()) {
+                if name.starts_with("CRIU") {
+                    inside(&["nft", "delete", "table", family, name])?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1187,38 +1221,4 @@ mod tests {
         nft(&script);
         assert!(!list().contains("sb_"));
     }
-}
-
-/// Removes the network lock CRIU puts into a sandbox's network namespace while it dumps
-/// (its `CRIU` iptables chain, or a `CRIU…` nftables table): CRIU removes it when it
-/// finishes, but one killed in the middle leaves every packet of the sandbox dropped.
-/// `init_pid` is the sandbox's PID 1 on the host. Does nothing where there is no lock.
-pub(crate) fn unlock_criu_network(init_pid: u32) -> Result<(), Cause> {
-    let ns = format!("--net=/proc/{init_pid}/ns/net");
-    let inside = |args: &[&str]| {
-        let mut c = Command::new("nsenter");
-        c.arg(&ns).args(args);
-        cmd::run(c)
-    };
-    for tool in ["iptables", "ip6tables"] {
-        if inside(&[tool, "-w", "-S", "CRIU"]).is_err() {
-            continue; // no such chain (or no such tool)
-        }
-        for hook in ["INPUT", "OUTPUT"] {
-            while inside(&[tool, "-w", "-D", hook, "-j", "CRIU"]).is_ok() {}
-        }
-        inside(&[tool, "-w", "-F", "CRIU"])?;
-        inside(&[tool, "-w", "-X", "CRIU"])?;
-    }
-    if let Ok(tables) = inside(&["nft", "list", "tables"]) {
-        for line in tables.lines() {
-            let mut w = line.split_whitespace();
-            if let (Some("table"), Some(family), Some(name)) = (w.next(), w.next(), w.next()) {
-                if name.starts_with("CRIU") {
-                    inside(&["nft", "delete", "table", family, name])?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
