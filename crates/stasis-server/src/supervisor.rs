@@ -263,6 +263,9 @@ struct Handle {
     /// Set when a kill aborted the operation in progress: its failure is the kill's doing,
     /// and its requester is told the sandbox is gone.
     aborted: std::sync::atomic::AtomicBool,
+    /// Cancelled with `aborted`: waits of the operation in progress that are not the
+    /// runtime's (the agent's health after a restore) end at once.
+    abort: Mutex<CancellationToken>,
 }
 
 impl Handle {
@@ -459,6 +462,7 @@ impl Supervisor {
             cancel: Mutex::new(CancellationToken::new()),
             since_ms: AtomicU64::new(now_ms()),
             aborted: std::sync::atomic::AtomicBool::new(false),
+            abort: Mutex::new(CancellationToken::new()),
             entry: RwLock::new(entry.clone()),
         });
         self.inner
@@ -838,6 +842,7 @@ async fn while_taking_requests<T>(
                 if c.ask() == Ask::Kill && !aborted {
                     aborted = true;
                     handle.aborted.store(true, Ordering::SeqCst);
+                    handle.abort.lock().unwrap_or_else(|p| p.into_inner()).cancel();
                     warn!("kill requested during an operation; aborting it");
                     let rt = runtime.clone();
                     let id = id.clone();
@@ -937,6 +942,8 @@ impl Owner {
                 )
                 .await;
                 self.handle.aborted.store(false, Ordering::SeqCst);
+                *self.handle.abort.lock().unwrap_or_else(|p| p.into_inner()) =
+                    CancellationToken::new();
             }
         }
     }
@@ -1275,16 +1282,25 @@ impl Owner {
         let entry = self.set_phase(Phase::Resuming)?;
         let rt = self.inner().runtime.clone();
         let id = self.id.clone();
+        let abort = self
+            .handle
+            .abort
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let resumed = async {
             let info = blocking(move || rt.resume(&id)).await?;
-            self.inner()
+            let healthy = self
+                .inner()
                 .envd
-                .wait_healthy(info.address, self.inner().cfg.ready_timeout)
-                .await
-                .map_err(|source| SupError::Agent {
+                .wait_healthy(info.address, self.inner().cfg.ready_timeout);
+            tokio::select! {
+                r = healthy => r.map_err(|source| SupError::Agent {
                     id: self.id.clone(),
                     source,
-                })?;
+                })?,
+                _ = abort.cancelled() => return Err(SupError::Gone(self.id.clone())),
+            }
             Ok::<_, SupError>(info)
         }
         .await;
@@ -1313,8 +1329,10 @@ impl Owner {
                 // so that the catalog and the runtime agree.
                 let rt = self.inner().runtime.clone();
                 let id = self.id.clone();
+                let killing = self.handle.aborted.load(Ordering::SeqCst);
                 if let Ok(info) = blocking(move || rt.info(&id)).await {
-                    if matches!(info.state, SandboxState::Running { .. }) {
+                    // (Not when a kill is waiting: it removes the sandbox anyway.)
+                    if matches!(info.state, SandboxState::Running { .. }) && !killing {
                         let rt = self.inner().runtime.clone();
                         let id = self.id.clone();
                         let _ = blocking(move || rt.pause(&id, PauseMode::Full)).await;
