@@ -788,14 +788,21 @@ pub(crate) fn remove_policy(
     id: &SandboxId,
     addr: Option<Ipv4Addr>,
 ) -> Result<(), Cause> {
-    if let Some(addr) = addr {
-        unmap_address(cfg, addr);
-    }
     let t = cfg.nft_table();
     let (chain, allow, deny) = policy_names(id);
     let mut c = Command::new("nft");
     c.args(["list", "table", "inet", &t]);
     let listing = cmd::run(c)?;
+    // The address's entry, known or found in the map (a record that cannot be read).
+    let jump = format!(": jump {chain}");
+    let mapped = listing.split([',', '{', '}', '\n']).find_map(|e| {
+        e.trim()
+            .strip_suffix(jump.as_str())
+            .and_then(|a| a.trim().parse::<Ipv4Addr>().ok())
+    });
+    for a in addr.into_iter().chain(mapped) {
+        unmap_address(cfg, a);
+    }
     let has = |kind: &str, name: &str| listing.contains(&format!("\t{kind} {name} {{"));
     let mut script = String::new();
     if has("chain", &chain) {

@@ -388,6 +388,68 @@ fn a_corrupt_snapshot_is_refused_with_a_precise_error() {
 }
 
 #[test]
+fn a_changed_files_layer_is_refused_and_the_snapshot_kept() {
+    let rt = runtime();
+    let sb = create(&rt);
+    sb.ask(json!({"op": "write", "path": "/home/notes", "text": "hello world"}));
+    let before = sb.ask(json!({"op": "get"}));
+    rt.pause(sb.id(), PauseMode::Full).unwrap();
+    // One flipped byte in the paused sandbox's files, same size.
+    let f = data_dir()
+        .join("sandboxes")
+        .join(sb.id().as_str())
+        .join("upper/home/notes");
+    std::fs::write(&f, "hello wOrld").unwrap();
+    let err = rt.resume(sb.id()).unwrap_err();
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        text.contains("verify snapshot") && text.contains("upper/home/notes"),
+        "{text}"
+    );
+    assert!(paused(&rt, sb.id()), "still paused, snapshot kept");
+    // Put it back: the snapshot resumes.
+    std::fs::write(&f, "hello world").unwrap();
+    rt.resume(sb.id()).unwrap();
+    assert_eq!(sb.ready()["pid"], before["pid"], "the same process answers");
+    assert_eq!(
+        sb.ask(json!({"op": "read", "path": "/home/notes"}))["text"],
+        "hello world"
+    );
+}
+
+#[test]
+fn start_up_quarantines_what_it_cannot_read_instead_of_deleting_it() {
+    let dir = PrivateDir::new();
+    let id = {
+        let rt = dir.runtime();
+        let info = create_plain(&rt);
+        ask(
+            addr_of(&info),
+            &json!({"op": "write", "path": "/home/keep", "text": "user data"}),
+        );
+        rt.pause(&info.spec.id, PauseMode::Full).unwrap();
+        info.spec.id
+    };
+    let record = dir
+        .0
+        .join("sandboxes")
+        .join(id.as_str())
+        .join("sandbox.json");
+    std::fs::write(&record, b"{ not json").unwrap();
+    let rt = dir.runtime();
+    let found = rt.adopt().unwrap();
+    assert!(found.iter().all(|s| s.spec.id != id));
+    let q: Vec<_> = std::fs::read_dir(dir.0.join("quarantine"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(q.len(), 1);
+    let kept = q[0].path().join("sandbox/upper/home/keep");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "user data");
+    assert!(q[0].path().join("snapshots").is_dir(), "its snapshot too");
+}
+
+#[test]
 fn filesystem_only_pause_keeps_files_and_restarts_processes() {
     let rt = runtime();
     let sb = create(&rt);

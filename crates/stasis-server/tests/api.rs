@@ -765,7 +765,8 @@ async fn kill_wins_over_a_concurrent_pause_and_fork_copies() {
     let pause_path = format!("/sandboxes/{id}/pause");
     let kill_path = format!("/sandboxes/{id}");
     let (p, k) = tokio::join!(srv.call(Method::POST, &pause_path, None), async {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Once the pause has begun (a pausing sandbox is listed as paused).
+        srv.wait_state(&id, Some("paused"), 10).await;
         srv.call(Method::DELETE, &kill_path, None).await
     });
     assert_eq!(k.0, 204, "{k:?}");

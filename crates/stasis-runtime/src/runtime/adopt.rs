@@ -56,7 +56,9 @@ impl RuncRuntime {
                 Err(e) => {
                     warn!(sandbox_id = %id, error = %e, "unreadable sandbox record");
                     drop(_guard);
-                    self.quarantine(&id)?;
+                    if let Err(e) = self.quarantine(&id) {
+                        warn!(sandbox_id = %id, error = %e, "could not quarantine it; left in place");
+                    }
                     continue;
                 }
             };

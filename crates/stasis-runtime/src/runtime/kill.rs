@@ -126,7 +126,10 @@ impl RuncRuntime {
         let _guard = self.claim(id)?;
         let p = self.layout.sandbox(id);
         let rec = read_record(&p.record).ok();
-        self.stop_everything(&p, rec.as_ref()).at(id, Step::Kill)?;
+        // Whatever cannot be undone is logged; the files are moved aside all the same.
+        if let Err(e) = self.stop_everything(&p, rec.as_ref()) {
+            warn!(sandbox_id = %id, error = %e, "quarantining a sandbox that did not stop cleanly");
+        }
         let at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
