@@ -79,8 +79,8 @@ const BASE_PACKAGES: &[&str] = &[
 ];
 
 /// `base` plus the code interpreter's kernels: Python (IPython), JavaScript and
-/// TypeScript (tslab, from npm), R (IRkernel, from Debian), Java (JJava, from PyPI, on
-/// Debian's JDK) and bash. The agent serves the code interpreter on port 49999 when it
+/// TypeScript (tslab, from npm), R (IRkernel and its kernelspec `ir`, from Debian), Java
+/// (JJava, from PyPI, on Debian's JDK) and bash. The agent serves the code interpreter on port 49999 when it
 /// finds a kernelspec under `/usr/local/share/jupyter/kernels` or
 /// `/usr/share/jupyter/kernels`. The Python packages are pinned to the versions E2B's
 /// code-interpreter template uses, so code written for it behaves the same here.
@@ -129,10 +129,6 @@ pub const CODE_INTERPRETER: Recipe = Recipe {
         (
             "/etc/ipython/ipython_kernel_config.py",
             include_str!("template_files/ipython_kernel_config.py"),
-        ),
-        (
-            "/usr/local/share/jupyter/kernels/r/kernel.json",
-            include_str!("template_files/r_kernel.json"),
         ),
     ],
 };
