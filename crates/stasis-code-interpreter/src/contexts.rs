@@ -5,12 +5,17 @@
 //! message to the kernel until the kernel is idle again, so executions of one context
 //! run one after another while different contexts run in parallel. A kernel found dead
 //! is started again (fresh state) by the next execution.
+//!
+//! As in E2B, the default python and javascript contexts exist from the start
+//! ([`Contexts::start_defaults`]): they are listed at once, and their kernels boot in
+//! the background holding the context's lock, so a first execution waits for its kernel
+//! instead of failing. Contexts are listed in the order they were created.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 
 use crate::kernel::{Finished, Kernel, KernelError, KernelSpec, Launch, RunAs, Sink};
 use crate::wire::{normalize_language, valid_env_name, ContextInfo, Line};
@@ -57,7 +62,8 @@ pub struct Context {
 /// All contexts of the sandbox.
 pub struct Contexts {
     defaults: KernelDefaults,
-    map: RwLock<BTreeMap<String, Arc<Context>>>,
+    /// In creation order.
+    list: RwLock<Vec<Arc<Context>>>,
     /// language → id of its default context; the lock also serializes their creation.
     default_ids: Mutex<HashMap<String, String>>,
 }
@@ -87,6 +93,31 @@ pub fn env_code(
             }
             Some(code)
         }
+        "javascript" | "typescript" => {
+            let mut code = String::new();
+            if !set.is_empty() {
+                let lit = serde_json::to_string(set).expect("strings serialize");
+                code.push_str(&format!("Object.assign(process.env, {lit});\n"));
+            }
+            for k in unset {
+                let lit = serde_json::to_string(k).expect("strings serialize");
+                code.push_str(&format!("delete process.env[{lit}];\n"));
+            }
+            Some(code)
+        }
+        "r" => {
+            let mut code = String::new();
+            for (k, v) in set {
+                // backquoted: a name may start with `_`, which R names may not
+                code.push_str(&format!("Sys.setenv(`{k}` = {})\n", r_string(v)));
+            }
+            for k in unset {
+                code.push_str(&format!("Sys.unsetenv({})\n", r_string(k)));
+            }
+            // Keep the last line's value (TRUE) from being printed.
+            code.push_str("invisible(NULL)\n");
+            Some(code)
+        }
         "bash" => {
             let mut code = String::new();
             for (k, v) in set {
@@ -101,11 +132,25 @@ pub fn env_code(
     }
 }
 
+/// `s` as an R string literal (JSON's escapes are R's too).
+fn r_string(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+/// Default contexts whose kernels are still to be started ([`Contexts::boot`]).
+pub struct Booting {
+    contexts: Vec<(Arc<Context>, OwnedMutexGuard<Slot>)>,
+    env: BTreeMap<String, String>,
+}
+
+/// The languages whose default contexts exist from the start, in this order.
+pub const BOOT_LANGUAGES: &[&str] = &["python", "javascript"];
+
 impl Contexts {
     pub fn new(defaults: KernelDefaults) -> Self {
         Self {
             defaults,
-            map: RwLock::new(BTreeMap::new()),
+            list: RwLock::new(Vec::new()),
             default_ids: Mutex::new(HashMap::new()),
         }
     }
@@ -141,8 +186,9 @@ impl Contexts {
         }
     }
 
-    /// Creates a context with a started kernel.
-    pub async fn create(
+    /// A new context of `language` in `cwd` (default: the configured one), listed at
+    /// once, with no kernel yet.
+    fn register(
         &self,
         language: Option<&str>,
         cwd: Option<&str>,
@@ -154,7 +200,6 @@ impl Contexts {
             .filter(|c| !c.is_empty())
             .map(str::to_owned)
             .unwrap_or_else(|| self.defaults.default_cwd.display().to_string());
-        let kernel = Kernel::start(self.launch(&spec, &cwd, env)).await?;
         let ctx = Arc::new(Context {
             info: ContextInfo {
                 id: uuid::Uuid::new_v4().to_string(),
@@ -163,16 +208,82 @@ impl Contexts {
             },
             spec,
             slot: Arc::new(Mutex::new(Slot {
-                kernel: Some(kernel),
+                kernel: None,
                 env: env.clone(),
             })),
         });
-        self.map
+        self.list
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(ctx.info.id.clone(), ctx.clone());
+            .push(ctx.clone());
         tracing::info!(context = %ctx.info.id, language = %ctx.info.language, "context created");
         Ok(ctx)
+    }
+
+    fn unlist(&self, id: &str) -> Option<Arc<Context>> {
+        let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
+        let i = list.iter().position(|c| c.info.id == id)?;
+        Some(list.remove(i))
+    }
+
+    /// Creates a context with a started kernel; a kernel that cannot start leaves no
+    /// context behind.
+    pub async fn create(
+        &self,
+        language: Option<&str>,
+        cwd: Option<&str>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Arc<Context>, ContextError> {
+        let ctx = self.register(language, cwd, env)?;
+        let mut slot = ctx.slot.lock().await;
+        match Kernel::start(self.launch(&ctx.spec, &ctx.info.cwd, env)).await {
+            Ok(k) => slot.kernel = Some(k),
+            Err(e) => {
+                drop(slot);
+                self.unlist(&ctx.info.id);
+                return Err(e.into());
+            }
+        }
+        drop(slot);
+        Ok(ctx)
+    }
+
+    /// Creates the default contexts of [`BOOT_LANGUAGES`] that have a kernel, in that
+    /// order, each locked until [`Contexts::boot`] has started its kernel. Returns once
+    /// they are listed.
+    pub async fn register_defaults(&self, env: &BTreeMap<String, String>) -> Booting {
+        let mut ids = self.default_ids.lock().await;
+        let mut contexts = Vec::new();
+        for &language in BOOT_LANGUAGES {
+            if ids.contains_key(language) || self.spec_for(language).is_err() {
+                continue;
+            }
+            let Ok(ctx) = self.register(Some(language), None, env) else {
+                continue;
+            };
+            ids.insert(language.to_owned(), ctx.info.id.clone());
+            // Taken now, before anyone can queue an execution on the context.
+            let slot = ctx.slot.clone().lock_owned().await;
+            contexts.push((ctx, slot));
+        }
+        Booting {
+            contexts,
+            env: env.clone(),
+        }
+    }
+
+    /// Starts the kernels of registered default contexts, one after the other (the
+    /// first is the one most likely needed first). A kernel that cannot start is tried
+    /// again by the context's first execution, which reports the error.
+    pub async fn boot(&self, booting: Booting) {
+        for (ctx, mut slot) in booting.contexts {
+            match Kernel::start(self.launch(&ctx.spec, &ctx.info.cwd, &booting.env)).await {
+                Ok(k) => slot.kernel = Some(k),
+                Err(e) => {
+                    tracing::warn!(context = %ctx.info.id, error = %e, "cannot start a default kernel")
+                }
+            }
+        }
     }
 
     /// The default context of `language`, created on first use.
@@ -192,19 +303,21 @@ impl Contexts {
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Context>, ContextError> {
-        self.map
+        self.list
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(id)
+            .iter()
+            .find(|c| c.info.id == id)
             .cloned()
             .ok_or_else(|| ContextError::NotFound(id.to_owned()))
     }
 
+    /// Every context, in creation order.
     pub fn list(&self) -> Vec<ContextInfo> {
-        self.map
+        self.list
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
+            .iter()
             .map(|c| c.info.clone())
             .collect()
     }
@@ -212,10 +325,7 @@ impl Contexts {
     /// Removes a context; its kernel is killed once a running execution lets go.
     pub async fn remove(&self, id: &str) -> Result<(), ContextError> {
         let ctx = self
-            .map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id)
+            .unlist(id)
             .ok_or_else(|| ContextError::NotFound(id.to_owned()))?;
         let mut slot = ctx.slot.lock().await;
         slot.kernel = None;
@@ -372,9 +482,93 @@ mod tests {
     }
 
     #[test]
+    fn javascript_env_code_assigns_literals() {
+        let c = env_code("typescript", &m(&[("A", "x'\"")]), &["B".into()]).unwrap();
+        assert_eq!(
+            c,
+            "Object.assign(process.env, {\"A\":\"x'\\\"\"});\ndelete process.env[\"B\"];\n"
+        );
+    }
+
+    #[test]
+    fn r_env_code_sets_quietly() {
+        let c = env_code("r", &m(&[("A", "a\"b")]), &["B".into()]).unwrap();
+        assert_eq!(
+            c,
+            "Sys.setenv(`A` = \"a\\\"b\")\nSys.unsetenv(\"B\")\ninvisible(NULL)\n"
+        );
+    }
+
+    #[test]
     fn other_languages_have_no_env_code() {
-        assert!(env_code("r", &m(&[("A", "1")]), &[]).is_none());
-        assert_eq!(env_code("r", &BTreeMap::new(), &[]).as_deref(), Some(""));
+        assert!(env_code("java", &m(&[("A", "1")]), &[]).is_none());
+        assert_eq!(env_code("java", &BTreeMap::new(), &[]).as_deref(), Some(""));
+    }
+
+    /// Contexts whose kernelspecs name a program that does not exist: every kernel
+    /// start fails, nothing else does.
+    fn unstartable(languages: &[&str]) -> Contexts {
+        let specs = languages
+            .iter()
+            .map(|l| {
+                crate::kernel::parse_kernelspec(
+                    l,
+                    &format!(
+                        r#"{{"argv":["/nonexistent/kernel","{{connection_file}}"],"language":"{l}"}}"#
+                    ),
+                )
+                .unwrap()
+            })
+            .collect();
+        // A failed start removes its connection file: nothing is left in the temp dir.
+        Contexts::new(KernelDefaults {
+            specs,
+            user: None,
+            default_cwd: "/".into(),
+            runtime_dir: std::env::temp_dir(),
+        })
+    }
+
+    #[tokio::test]
+    async fn default_contexts_are_listed_before_their_kernels_boot() {
+        let c = unstartable(&["bash", "javascript", "python"]);
+        let booting = c.register_defaults(&BTreeMap::new()).await;
+        let listed: Vec<String> = c.list().into_iter().map(|i| i.language).collect();
+        assert_eq!(listed, ["python", "javascript"]);
+        // Registering again adds nothing.
+        let again = c.register_defaults(&BTreeMap::new()).await;
+        assert!(again.contexts.is_empty());
+        assert_eq!(c.list().len(), 2);
+        // A kernel that cannot boot leaves the context in place, for a later try.
+        c.boot(booting).await;
+        assert_eq!(c.list().len(), 2);
+        let python = c
+            .default_for(Some("python"), &BTreeMap::new())
+            .await
+            .unwrap();
+        assert_eq!(python.info.id, c.list()[0].id);
+    }
+
+    #[tokio::test]
+    async fn contexts_are_listed_in_creation_order_and_a_failed_create_leaves_none() {
+        let c = unstartable(&["python"]);
+        for _ in 0..3 {
+            c.register(Some("python"), None, &BTreeMap::new()).unwrap();
+        }
+        let before = c.list();
+        let e = c
+            .create(Some("python"), Some("/tmp"), &BTreeMap::new())
+            .await;
+        assert!(
+            matches!(e, Err(ContextError::Kernel(KernelError::Spawn { .. }))),
+            "{:?}",
+            e.err()
+        );
+        assert_eq!(c.list(), before);
+        let last = c.unlist(&before[1].id).unwrap();
+        assert_eq!(last.info.id, before[1].id);
+        let ids: Vec<String> = c.list().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, [before[0].id.clone(), before[2].id.clone()]);
     }
 
     #[test]

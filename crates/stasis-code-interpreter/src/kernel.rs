@@ -41,6 +41,11 @@ pub const KERNEL_DIRS: &[&str] = &[
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Silence after which an execution stream carries a keepalive line.
 const KEEPALIVE: Duration = Duration::from_secs(5);
+/// How long after a failed execution the next request waits (tslab aborts requests
+/// that arrive within 200 ms of a failure).
+const AFTER_FAILURE: Duration = Duration::from_millis(250);
+/// How long an execute reply may lag behind the kernel's idle status.
+const REPLY_GRACE: Duration = Duration::from_secs(5);
 /// Messages buffered between the reader task and the execution.
 const EVENT_QUEUE: usize = 1024;
 
@@ -89,8 +94,10 @@ pub struct KernelSpec {
     pub name: String,
     /// `language` from kernel.json, lowercased, e.g. `python`.
     pub language: String,
-    /// Command line with `{connection_file}`.
+    /// Command line with `{connection_file}` (and maybe `{resource_dir}`).
     pub argv: Vec<String>,
+    /// The kernelspec's directory, for `{resource_dir}` (`None`: not from disk).
+    pub resource_dir: Option<PathBuf>,
     pub interrupt_mode: InterruptMode,
     /// Extra environment from kernel.json.
     pub env: BTreeMap<String, String>,
@@ -119,6 +126,7 @@ pub fn parse_kernelspec(name: &str, json: &str) -> Option<KernelSpec> {
         name: name.to_owned(),
         language: v["language"].as_str().unwrap_or(name).to_ascii_lowercase(),
         argv,
+        resource_dir: None,
         interrupt_mode: match v["interrupt_mode"].as_str() {
             Some("message") => InterruptMode::Message,
             _ => InterruptMode::Signal,
@@ -144,7 +152,8 @@ pub fn discover(dirs: &[PathBuf]) -> Vec<KernelSpec> {
             let Ok(text) = std::fs::read_to_string(e.path().join("kernel.json")) else {
                 continue;
             };
-            if let Some(k) = parse_kernelspec(&name, &text) {
+            if let Some(mut k) = parse_kernelspec(&name, &text) {
+                k.resource_dir = Some(e.path());
                 out.push(k);
             }
         }
@@ -230,6 +239,9 @@ pub struct Kernel {
     reader: JoinHandle<()>,
     conn_file: PathBuf,
     dead: Option<String>,
+    /// When the last execution failed: some kernels (tslab) abort every request that
+    /// arrives within 200 ms of a failure, with a reply that does not parse.
+    failed_at: Option<Instant>,
 }
 
 impl Drop for Kernel {
@@ -335,7 +347,13 @@ impl Kernel {
             .map(|(i, a)| match a.as_str() {
                 // pip's kernel.json says `python`; Debian has only `python3`
                 "python" if i == 0 => "python3".to_owned(),
-                _ => a.replace("{connection_file}", &conn_file.display().to_string()),
+                _ => {
+                    let a = a.replace("{connection_file}", &conn_file.display().to_string());
+                    match &launch.spec.resource_dir {
+                        Some(dir) => a.replace("{resource_dir}", &dir.display().to_string()),
+                        None => a,
+                    }
+                }
             })
             .collect();
         let mut env = base_env(launch.user.as_ref());
@@ -445,6 +463,7 @@ impl Kernel {
             reader,
             conn_file,
             dead: None,
+            failed_at: None,
         };
         kernel.handshake(deadline).await?;
         tracing::info!(kernel = %kernel.name, pid, "kernel ready");
@@ -537,6 +556,9 @@ impl Kernel {
                 status: status.clone(),
             });
         }
+        if let Some(at) = self.failed_at.take() {
+            tokio::time::sleep_until(at + AFTER_FAILURE).await;
+        }
         let req: JupyterMessage = ExecuteRequest {
             code: code.to_owned(),
             silent,
@@ -560,6 +582,8 @@ impl Kernel {
             interrupted: false,
         };
         let (mut idle, mut replied) = (false, false);
+        let mut stderr = String::new();
+        let mut reply_by = Instant::now();
         let mut quiet_until = Instant::now() + KEEPALIVE;
         while !(idle && replied) {
             let mut line = None;
@@ -569,10 +593,17 @@ impl Kernel {
                     Some(Event::Exited(status)) => return Err(self.died(status)),
                     Some(Event::IoPub(m)) if parent_id(&m) == Some(id.as_str()) => {
                         match map_iopub(&m) {
-                            IoPub::Idle => idle = true,
+                            IoPub::Idle => {
+                                idle = true;
+                                reply_by = Instant::now() + REPLY_GRACE;
+                            }
                             IoPub::Line(l) => {
-                                if let Line::Error { name, .. } = &l {
-                                    done.error = Some(name.clone());
+                                match &l {
+                                    Line::Error { name, .. } => done.error = Some(name.clone()),
+                                    Line::Stderr { text, .. } if stderr.len() < STDERR_KEEP => {
+                                        stderr.push_str(text);
+                                    }
+                                    _ => {}
                                 }
                                 line = Some(l);
                             }
@@ -585,7 +616,8 @@ impl Kernel {
                             if r.status != ReplyStatus::Ok && done.error.is_none() {
                                 let (n, v, tb) = match &r.error {
                                     Some(e) => (e.ename.clone(), e.evalue.clone(), e.traceback.clone()),
-                                    None => (format!("{:?}", r.status), String::new(), Vec::new()),
+                                    // Kernels that only print the error (tslab): read it back.
+                                    None => error_from_stderr(&stderr),
                                 };
                                 done.error = Some(n.clone());
                                 line = Some(Line::error(&n, &v, &tb));
@@ -601,6 +633,16 @@ impl Kernel {
                 _ = tokio::time::sleep_until(quiet_until) => {
                     line = Some(Line::Keepalive);
                 }
+                // Idle, but the reply never came (or could not be read): do not hold the
+                // context forever.
+                _ = tokio::time::sleep_until(reply_by), if idle && !replied => {
+                    replied = true;
+                    if done.error.is_none() {
+                        let (n, v, tb) = error_from_stderr(&stderr);
+                        done.error = Some(n.clone());
+                        line = Some(Line::error(&n, &v, &tb));
+                    }
+                }
             }
             if let Some(l) = line {
                 quiet_until = Instant::now() + KEEPALIVE;
@@ -612,7 +654,41 @@ impl Kernel {
                 }
             }
         }
+        if done.error.is_some() {
+            self.failed_at = Some(Instant::now());
+        }
         Ok(done)
+    }
+}
+
+/// How much of an execution's stderr is kept to describe an error the kernel reported
+/// without details.
+const STDERR_KEEP: usize = 16 * 1024;
+
+/// An error's name, value and traceback from what a kernel printed on stderr, for
+/// kernels whose failed `execute_reply` carries no details: the first line of the form
+/// `SomeError: message` (Node prints the failing source line before it), else `Error`
+/// and the first line.
+pub fn error_from_stderr(stderr: &str) -> (String, String, Vec<String>) {
+    let traceback: Vec<String> = stderr.trim_end().lines().map(str::to_owned).collect();
+    let named = stderr.lines().map(str::trim).find_map(|l| {
+        let (name, value) = l.split_once(": ")?;
+        let ident = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.');
+        (ident && (name.ends_with("Error") || name.ends_with("Exception")))
+            .then(|| (name.to_owned(), value.to_owned()))
+    });
+    match named {
+        Some((name, value)) => (name, value, traceback),
+        None => {
+            let first = stderr.lines().map(str::trim).find(|l| !l.is_empty());
+            (
+                "Error".into(),
+                first.unwrap_or_default().to_owned(),
+                traceback,
+            )
+        }
     }
 }
 
@@ -695,6 +771,32 @@ mod tests {
         assert_eq!(found[0].name, "python3");
         assert_eq!(found[0].language, "python");
         assert_eq!(found[1].name, "bash");
+        assert_eq!(found[1].resource_dir, Some(tmp.join("b").join("bash")));
+    }
+
+    #[test]
+    fn errors_printed_on_stderr_are_read_back() {
+        let (n, v, tb) = error_from_stderr(
+            "TypeError: Cannot read properties of null (reading 'x')\n    at evalmachine.<anonymous>:1:6\n",
+        );
+        assert_eq!(n, "TypeError");
+        assert_eq!(v, "Cannot read properties of null (reading 'x')");
+        assert_eq!(tb.len(), 2);
+        let (n, v, _) = error_from_stderr(
+            "undefined:1\n{\n\nSyntaxError: Unexpected end of JSON input\n    at JSON.parse (<anonymous>)\n",
+        );
+        assert_eq!(
+            (n.as_str(), v.as_str()),
+            ("SyntaxError", "Unexpected end of JSON input")
+        );
+        let (n, v, _) =
+            error_from_stderr("\n1:7 - Type 'string' is not assignable to type 'number'.\n");
+        assert_eq!(n, "Error");
+        assert_eq!(v, "1:7 - Type 'string' is not assignable to type 'number'.");
+        assert_eq!(
+            error_from_stderr(""),
+            ("Error".into(), String::new(), Vec::new())
+        );
     }
 
     #[test]

@@ -56,35 +56,34 @@ pub struct Config {
     pub internal_token: Option<String>,
     /// Kernelspec directories.
     pub kernel_dirs: Vec<PathBuf>,
-    /// Account kernels run as (`None`: as this process).
+    /// Account kernels run as (`None`: as this process, root in a sandbox, as in E2B).
     pub user: Option<kernel::RunAs>,
     /// Working directory of contexts that name none.
     pub default_cwd: PathBuf,
     /// Where connection files go.
     pub runtime_dir: PathBuf,
-    /// Start the default python context before serving.
-    pub warm_python: bool,
+    /// Create the default python and javascript contexts at start (as E2B does), so
+    /// they are listed from the start and their kernels are up when first used.
+    pub default_contexts: bool,
 }
 
 impl Config {
-    /// The settings for a sandbox: envd on loopback, kernels as `user` (from
-    /// `/etc/passwd`, else as this process), cwd the user's home.
+    /// The settings for a sandbox: envd on loopback, kernels as this process (root, as
+    /// in E2B), contexts by default in the home of `user` (from `/etc/passwd`, else `/`).
     pub fn for_sandbox(user: &str) -> Self {
-        let user = std::fs::read_to_string("/etc/passwd")
+        let default_cwd = std::fs::read_to_string("/etc/passwd")
             .ok()
-            .and_then(|p| kernel::lookup_user(&p, user));
-        let default_cwd = user
-            .as_ref()
-            .map(|u| u.home.clone())
+            .and_then(|p| kernel::lookup_user(&p, user))
+            .map(|u| u.home)
             .unwrap_or_else(|| "/".into());
         Config {
             envd_url: Some("http://127.0.0.1:49983".into()),
             internal_token: None,
             kernel_dirs: kernel::default_dirs(),
-            user,
+            user: None,
             default_cwd,
             runtime_dir: "/run/stasis-kernels".into(),
-            warm_python: true,
+            default_contexts: true,
         }
     }
 }
@@ -273,15 +272,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = service(&config);
-    if config.warm_python {
-        // The first runCode should not wait for a kernel to boot.
+    if config.default_contexts {
+        // Listed before the first request; their kernels boot in the background, so
+        // /health answers at once and a first runCode waits only for what is left of
+        // its kernel's boot.
+        let booting = state.contexts.register_defaults(&BTreeMap::new()).await;
         let s = state.clone();
-        tokio::spawn(async move {
-            let env = BTreeMap::new();
-            if let Err(e) = s.contexts.default_for(Some("python"), &env).await {
-                tracing::warn!(error = %e, "cannot start the default python context");
-            }
-        });
+        tokio::spawn(async move { s.contexts.boot(booting).await });
     }
     tracing::info!(addr = ?listener.local_addr().ok(), "code interpreter listening");
     let app = router(state);

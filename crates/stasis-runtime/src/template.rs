@@ -18,7 +18,7 @@ use crate::cmd;
 use crate::error::Cause;
 
 /// Bump when the build steps change in a way the recipe fields do not show.
-const BUILD_STEPS_VERSION: u32 = 1;
+const BUILD_STEPS_VERSION: u32 = 2;
 
 /// How to build one template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,13 +26,16 @@ pub struct Recipe {
     pub name: &'static str,
     pub aliases: &'static [&'static str],
     pub suite: &'static str,
-    /// Debian packages on top of minbase.
+    /// Debian packages installed with apt-get on top of minbase.
     pub packages: &'static [&'static str],
     /// Python packages installed with pip into the system Python.
     pub pip: &'static [&'static str],
+    /// npm packages installed globally (`/usr/local`) after the pip step.
+    pub npm: &'static [&'static str],
     /// The unprivileged user (uid 1000, passwordless sudo), as in E2B's templates.
     pub user: &'static str,
-    /// Commands run in the chroot after the pip step (program and arguments, no shell).
+    /// Commands run in the chroot after the pip and npm steps (program and arguments, no
+    /// shell).
     pub post: &'static [&'static [&'static str]],
     /// Ports inside the sandbox whose `GET /health` must answer before a new sandbox of
     /// this template is handed out (besides the agent's own).
@@ -41,62 +44,76 @@ pub struct Recipe {
     pub files: &'static [(&'static str, &'static str)],
 }
 
-/// The default template.
+/// The default template: what a full-stack developer expects to find, as in E2B's base
+/// template: Node.js with npm, Python 3 with pip and venv, git, a C toolchain, curl and
+/// sqlite3, all from Debian.
 pub const BASE: Recipe = Recipe {
     name: "base",
     aliases: &["default"],
     suite: "bookworm",
-    packages: &[
-        "bash",
-        "coreutils",
-        "procps",
-        "iproute2",
-        "ca-certificates",
-        "curl",
-        "git",
-        "python3",
-        "python3-pip",
-        "sudo",
-    ],
+    packages: BASE_PACKAGES,
     pip: &[],
+    npm: &[],
     user: "user",
     post: &[],
     ready_ports: &[],
     files: &[],
 };
 
-/// `base` plus real Jupyter kernels (IPython and bash) and the scientific stack, for
-/// the code interpreter the agent serves on port 49999. The agent starts it when it
+const BASE_PACKAGES: &[&str] = &[
+    "bash",
+    "coreutils",
+    "procps",
+    "iproute2",
+    "ca-certificates",
+    "curl",
+    "git",
+    "python3",
+    "python3-pip",
+    "python3-venv",
+    "sudo",
+    "build-essential",
+    "nodejs",
+    "npm",
+    "sqlite3",
+];
+
+/// `base` plus the code interpreter's kernels: Python (IPython), JavaScript and
+/// TypeScript (tslab, from npm), R (IRkernel and its kernelspec `ir`, from Debian), Java
+/// (JJava, from PyPI, on Debian's JDK) and bash. The agent serves the code interpreter on port 49999 when it
 /// finds a kernelspec under `/usr/local/share/jupyter/kernels` or
-/// `/usr/share/jupyter/kernels`.
+/// `/usr/share/jupyter/kernels`. The Python packages are pinned to the versions E2B's
+/// code-interpreter template uses, so code written for it behaves the same here.
 pub const CODE_INTERPRETER: Recipe = Recipe {
     name: "code-interpreter-v1",
     aliases: &["code-interpreter"],
     suite: BASE.suite,
-    packages: BASE.packages,
+    packages: CODE_INTERPRETER_PACKAGES,
     pip: &[
-        "ipykernel",
-        "ipython",
+        "ipykernel==6.31.0",
+        "ipython==9.15.0",
         "jupyter_client",
         "bash_kernel",
-        "numpy",
-        "pandas",
-        "matplotlib",
-        "pillow",
+        "orjson==3.11.9",
+        "numpy==2.3.5",
+        "pandas==2.2.3",
+        "matplotlib==3.10.9",
+        "pillow==12.3.0",
         "e2b-charts",
+        "jjava==1.0a8",
     ],
+    npm: &["tslab@1.0.22"],
     user: BASE.user,
     post: &[
         // bash_kernel ships no kernelspec until it is installed (into /usr/share/jupyter).
         &["python3", "-m", "bash_kernel.install", "--sys-prefix"],
-        // Build the user's matplotlib font cache once here, not in every first plot.
+        // The JavaScript (jslab) and TypeScript (tslab) kernelspecs.
+        &["tslab", "install", "--prefix", "/usr/local"],
+        // Build matplotlib's font cache once here, not in every first plot (kernels run
+        // as root, as in E2B).
         &[
-            "runuser",
-            "-u",
-            "user",
-            "--",
             "env",
-            "HOME=/home/user",
+            "HOME=/root",
             "python3",
             "-c",
             "import matplotlib.pyplot",
@@ -115,6 +132,29 @@ pub const CODE_INTERPRETER: Recipe = Recipe {
         ),
     ],
 };
+
+const CODE_INTERPRETER_PACKAGES: &[&str] = &[
+    "bash",
+    "coreutils",
+    "procps",
+    "iproute2",
+    "ca-certificates",
+    "curl",
+    "git",
+    "python3",
+    "python3-pip",
+    "python3-venv",
+    "sudo",
+    "build-essential",
+    "nodejs",
+    "npm",
+    "sqlite3",
+    // R and its Jupyter kernel
+    "r-base-core",
+    "r-cran-irkernel",
+    // the JDK (JShell) for the Java kernel
+    "openjdk-17-jdk-headless",
+];
 
 /// Every template this build knows how to make.
 pub const RECIPES: &[Recipe] = &[BASE, CODE_INTERPRETER];
@@ -137,8 +177,14 @@ impl Recipe {
             self.pip.join(","),
             self.user
         );
-        // Only recipes with post steps or files hash them, so existing stamps stay valid.
+        // Only recipes with npm packages, post steps or files hash them, so existing
+        // stamps stay valid.
         let mut text = text;
+        if !self.npm.is_empty() {
+            text.push_str("npm ");
+            text.push_str(&self.npm.join(","));
+            text.push('\n');
+        }
         for step in self.post {
             text.push_str(&step.join(" "));
             text.push('\n');
@@ -227,6 +273,47 @@ const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Where the host's bundle is copied in the chroot for the pip step (removed after).
 const CHROOT_CA_BUNDLE: &str = "run/stasis-host-ca.crt";
 
+/// `/proc` mounted in a rootfs being built, unmounted on drop (also when a step fails).
+struct ProcMount(PathBuf);
+
+impl ProcMount {
+    fn new(rootfs: &Path) -> Result<Self, Cause> {
+        let target = rootfs.join("proc");
+        fs::create_dir_all(&target).map_err(Cause::io(&target))?;
+        let mut c = Command::new("mount");
+        c.args(["-t", "proc", "proc"]).arg(&target);
+        cmd::run(c)?;
+        Ok(Self(target))
+    }
+}
+
+impl Drop for ProcMount {
+    fn drop(&mut self) {
+        if let Err(e) = crate::mounts::unmount_all(&self.0) {
+            tracing::warn!(path = %self.0.display(), error = %e, "cannot unmount a build's /proc");
+        }
+    }
+}
+
+/// Runs `step` with the host's CA bundle copied into the chroot and named by each of
+/// `vars` (in the environment passed to `step`); the copy is removed afterwards.
+fn with_host_ca<T>(
+    rootfs: &Path,
+    vars: &[&'static str],
+    step: impl FnOnce(&[(&str, &str)]) -> Result<T, Cause>,
+) -> Result<T, Cause> {
+    if !Path::new(HOST_CA_BUNDLE).exists() {
+        return step(&[]);
+    }
+    let ca = rootfs.join(CHROOT_CA_BUNDLE);
+    fs::copy(HOST_CA_BUNDLE, &ca).map_err(Cause::io(&ca))?;
+    let in_chroot = format!("/{CHROOT_CA_BUNDLE}");
+    let env: Vec<(&str, &str)> = vars.iter().map(|v| (*v, in_chroot.as_str())).collect();
+    let result = step(&env);
+    let _ = fs::remove_file(&ca);
+    result
+}
+
 /// Builds `recipe` under `data_dir` unless the current build matches it. `progress`
 /// receives one line per step (debootstrap's own progress included).
 pub fn build(
@@ -247,17 +334,17 @@ pub fn build(
     }
     fs::create_dir_all(&dir).map_err(Cause::io(&dir))?;
     if version.exists() {
+        // An interrupted build may have left its /proc mounted: never walk into it.
+        crate::mounts::unmount_all(&rootfs.join("proc"))?;
         fs::remove_dir_all(&version).map_err(Cause::io(&version))?;
     }
     fs::create_dir_all(&version).map_err(Cause::io(&version))?;
     progress(&format!(
-        "debootstrap {} (minbase + {} packages) from {mirror}",
-        recipe.suite,
-        recipe.packages.len()
+        "debootstrap {} (minbase) from {mirror}",
+        recipe.suite
     ));
     let mut c = Command::new("debootstrap");
     c.arg("--variant=minbase")
-        .arg(format!("--include={}", recipe.packages.join(",")))
         .arg(recipe.suite)
         .arg(&rootfs)
         .arg(mirror)
@@ -298,6 +385,16 @@ pub fn build(
             stderr: format!("{err_text} {log_tail}"),
         });
     }
+    // Maintainer scripts (the JDK's) and npm's install scripts want /proc; it stays
+    // mounted until the post steps are done.
+    let proc = ProcMount::new(&rootfs)?;
+    // apt, unlike debootstrap's resolver, handles virtual packages and alternatives
+    // (npm's dependencies need it).
+    progress(&format!("apt-get install {}", recipe.packages.join(" ")));
+    chroot(&rootfs, &["apt-get", "update", "-q"])?;
+    let mut args = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+    args.extend(recipe.packages.iter().copied());
+    chroot(&rootfs, &args)?;
     progress(&format!(
         "adding user {} (uid 1000, passwordless sudo)",
         recipe.user
@@ -340,19 +437,34 @@ pub fn build(
             "--break-system-packages",
         ];
         args.extend(recipe.pip.iter().copied());
-        let ca = rootfs.join(CHROOT_CA_BUNDLE);
-        let mut env = Vec::new();
-        let ca_in_chroot = format!("/{CHROOT_CA_BUNDLE}");
-        if Path::new(HOST_CA_BUNDLE).exists() {
-            fs::copy(HOST_CA_BUNDLE, &ca).map_err(Cause::io(&ca))?;
-            // Debian's pip reads the bundle from requests' and OpenSSL's variables.
-            for var in ["PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"] {
-                env.push((var, ca_in_chroot.as_str()));
+        // Debian's pip reads the bundle from requests' and OpenSSL's variables.
+        with_host_ca(
+            &rootfs,
+            &["PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"],
+            |env| chroot_env(&rootfs, &args, env),
+        )?;
+    }
+    if !recipe.npm.is_empty() {
+        progress(&format!("npm install --global {}", recipe.npm.join(" ")));
+        let mut args = vec![
+            "npm",
+            "install",
+            "--global",
+            "--no-audit",
+            "--no-fund",
+            "--no-update-notifier",
+        ];
+        args.extend(recipe.npm.iter().copied());
+        // Node adds NODE_EXTRA_CA_CERTS to its own roots; npm's cafile replaces them.
+        with_host_ca(&rootfs, &["NODE_EXTRA_CA_CERTS"], |env| {
+            chroot_env(&rootfs, &args, env)?;
+            // npm leaves its download cache in root's home.
+            let cache = rootfs.join("root/.npm");
+            if cache.exists() {
+                fs::remove_dir_all(&cache).map_err(Cause::io(&cache))?;
             }
-        }
-        let result = chroot_env(&rootfs, &args, &env);
-        let _ = fs::remove_file(&ca);
-        result?;
+            Ok(())
+        })?;
     }
     for (path, contents) in recipe.files {
         let dst = rootfs.join(path.trim_start_matches('/'));
@@ -366,6 +478,7 @@ pub fn build(
         progress(&step.join(" "));
         chroot(&rootfs, step)?;
     }
+    drop(proc);
     progress("cleaning package caches");
     for d in ["var/cache/apt/archives", "var/lib/apt/lists"] {
         let p = rootfs.join(d);
@@ -404,10 +517,47 @@ mod tests {
         assert_eq!(BASE.stamp(), BASE.clone().stamp());
         let code = recipe("code-interpreter").unwrap();
         assert_eq!(code.name, "code-interpreter-v1");
-        assert!(code.pip.contains(&"ipykernel"));
+        assert!(code.pip.iter().any(|p| p.starts_with("ipykernel==")));
         let mut no_post = code.clone();
         no_post.post = &[];
         assert_ne!(code.stamp(), no_post.stamp());
+        let mut no_npm = code.clone();
+        no_npm.npm = &[];
+        assert_ne!(code.stamp(), no_npm.stamp());
+    }
+
+    #[test]
+    fn the_code_interpreter_builds_on_base() {
+        for p in BASE.packages {
+            assert!(
+                CODE_INTERPRETER.packages.contains(p),
+                "{p} of base is missing in {}",
+                CODE_INTERPRETER.name
+            );
+        }
+    }
+
+    #[test]
+    fn python_packages_that_change_behaviour_are_pinned() {
+        // Code written for E2B's template (e.g. matplotlib's `boxplot(labels=…)`, gone in
+        // later versions) must behave the same here.
+        for name in [
+            "ipykernel",
+            "ipython",
+            "numpy",
+            "pandas",
+            "matplotlib",
+            "pillow",
+        ] {
+            assert!(
+                CODE_INTERPRETER
+                    .pip
+                    .iter()
+                    .any(|p| p.strip_prefix(name).is_some_and(|v| v.starts_with("=="))),
+                "{name} is not pinned in {:?}",
+                CODE_INTERPRETER.pip
+            );
+        }
     }
 
     #[test]

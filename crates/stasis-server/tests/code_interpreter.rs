@@ -1,5 +1,6 @@
 //! End-to-end tests of the code interpreter (port 49999): a real server, sandboxes from
-//! the `code-interpreter-v1` template, real IPython and bash kernels, and real pauses.
+//! the `code-interpreter-v1` template, real kernels (IPython, tslab for JavaScript and
+//! TypeScript, IRkernel, JJava, bash), and real pauses.
 //! Run as root with both templates built (scripts/test.sh).
 
 #[path = "common/code_interpreter.rs"]
@@ -166,6 +167,22 @@ async fn rich_outputs_errors_and_streaming() {
 #[tokio::test(flavor = "multi_thread")]
 async fn contexts_are_isolated_and_restart_clears_state() {
     let (_dir, srv, id, token) = sandbox().await;
+    let list = || async {
+        let r = ci(&srv, Method::GET, &id, &token, "/contexts")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.json::<Vec<Value>>().await.unwrap()
+    };
+    // The default python and javascript contexts exist from the start, in that order.
+    let defaults = list().await;
+    let languages: Vec<&str> = defaults
+        .iter()
+        .map(|c| c["language"].as_str().unwrap())
+        .collect();
+    assert_eq!(languages, ["python", "javascript"], "{defaults:?}");
+    assert!(defaults.iter().all(|c| c["cwd"] == "/home/user"));
     let create = |body: Value| {
         let req = ci(&srv, Method::POST, &id, &token, "/contexts").json(&body);
         async move {
@@ -206,15 +223,21 @@ async fn contexts_are_isolated_and_restart_clears_state() {
         "the default context is separate"
     );
 
-    let r = ci(&srv, Method::GET, &id, &token, "/contexts")
-        .send()
-        .await
-        .unwrap();
-    let list: Vec<Value> = r.json().await.unwrap();
-    assert!(list.iter().any(|c| c["id"] == a_id) && list.iter().any(|c| c["id"] == b_id));
-    assert!(list
-        .iter()
-        .any(|c| c["language"] == "python" && c["id"] != a_id && c["id"] != b_id));
+    // Listed in creation order: the defaults, then ours.
+    let ids: Vec<Value> = list().await.iter().map(|c| c["id"].clone()).collect();
+    assert_eq!(
+        ids,
+        [
+            defaults[0]["id"].clone(),
+            defaults[1]["id"].clone(),
+            json!(a_id),
+            json!(b_id)
+        ]
+    );
+    // The default context runCode uses is the listed python one.
+    let ld = run(&srv, &id, &token, "v = 'default'").await;
+    assert!(error(&ld).is_none(), "{ld:?}");
+    assert_eq!(ids.len(), list().await.len(), "no new context");
 
     // restart clears state, keeps the id
     let r = ci(
@@ -256,15 +279,15 @@ async fn contexts_are_isolated_and_restart_clears_state() {
     assert_eq!(r.status().as_u16(), 404);
     assert_eq!(r.text().await.unwrap(), format!("Context {b_id} not found"));
 
-    // bash is a real kernel too
+    // bash is a real kernel too; kernels run as root, as in E2B
     let lines = execute(
         &srv,
         &id,
         &token,
-        json!({"code": "X=5; echo \"x=$X $HOME $(whoami)\"", "language": "bash"}),
+        json!({"code": "X=5; echo \"x=$X $HOME $(whoami) $PWD\"", "language": "bash"}),
     )
     .await;
-    assert_eq!(stdout(&lines), "x=5 /home/user user\n", "{lines:?}");
+    assert_eq!(stdout(&lines), "x=5 /root root /home/user\n", "{lines:?}");
     let lines = execute(
         &srv,
         &id,
@@ -274,16 +297,32 @@ async fn contexts_are_isolated_and_restart_clears_state() {
     .await;
     assert_eq!(stdout(&lines), "5\n");
 
+    // a context in root's home works (it is root's)
+    let (s, c) = create(json!({"language": "python", "cwd": "/root"})).await;
+    assert_eq!(s, 200, "{c}");
+    let c: Value = serde_json::from_str(&c).unwrap();
+    let lines = execute(
+        &srv,
+        &id,
+        &token,
+        in_ctx(
+            c["id"].as_str().unwrap(),
+            "import os; open('mine', 'w').write('x'); (os.getcwd(), os.getuid())",
+        ),
+    )
+    .await;
+    assert_eq!(text(&lines).as_deref(), Some("('/root', 0)"), "{lines:?}");
+
     // a language without a kernel is a clear error
     let r = ci(&srv, Method::POST, &id, &token, "/execute")
-        .json(&json!({"code": "1", "language": "r"}))
+        .json(&json!({"code": "1", "language": "cobol"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let msg = r.text().await.unwrap();
     assert!(
-        msg.contains("no kernel for language 'r'") && msg.contains("python"),
+        msg.contains("no kernel for language 'cobol'") && msg.contains("python"),
         "{msg}"
     );
 }
@@ -322,4 +361,274 @@ async fn a_client_disconnect_interrupts_the_kernel() {
         .unwrap();
     assert_eq!(n1, n2, "the loop stopped");
     assert!(n1 > 0);
+}
+
+/// `POST /contexts` with `body`; the created context's id.
+async fn new_context(srv: &TestServer, id: &str, token: &str, body: Value) -> String {
+    let r = ci(srv, Method::POST, id, token, "/contexts")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "create {body}: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// The text of the first result, main or not (R and Java kernels show values as
+/// display data).
+fn first_text(lines: &[Value]) -> Option<String> {
+    lines
+        .iter()
+        .find(|l| l["type"] == "result")
+        .and_then(|l| l["text"].as_str().map(str::to_owned))
+}
+
+/// `runCode(code, {language})`.
+async fn run_in(srv: &TestServer, id: &str, token: &str, language: &str, code: &str) -> Vec<Value> {
+    execute(srv, id, token, json!({"code": code, "language": language})).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_and_typescript_run_on_real_kernels() {
+    let (_dir, srv, id, token) = sandbox().await;
+    // JavaScript (tslab): output, state between runs, ESM imports and top-level await.
+    // tslab prints the last expression's value on stdout (E2B's kernel makes it a
+    // result: e2b-compat §5.1).
+    let lines = run_in(
+        &srv,
+        &id,
+        &token,
+        "js",
+        "console.log('hi'); const n = 6 * 7; n",
+    )
+    .await;
+    assert_eq!(stdout(&lines), "hi\n42\n", "{lines:?}");
+    let lines = run_in(&srv, &id, &token, "javascript", "n + 1").await;
+    assert_eq!(stdout(&lines), "43\n", "{lines:?}");
+    let lines = run_in(
+        &srv,
+        &id,
+        &token,
+        "js",
+        "import { readFileSync } from 'fs'\nconsole.log(typeof readFileSync)\nawait Promise.resolve(process.cwd())",
+    )
+    .await;
+    assert_eq!(stdout(&lines), "function\n/home/user\n", "{lines:?}");
+    // A runtime error (tslab checks even JavaScript's types before it runs it).
+    let lines = run_in(&srv, &id, &token, "js", "JSON.parse('{')").await;
+    let e = error(&lines).unwrap_or_else(|| panic!("no error in {lines:?}"));
+    assert_eq!(e["name"], "SyntaxError", "{lines:?}");
+    assert!(e["value"].as_str().unwrap().contains("JSON"), "{lines:?}");
+    // Per-request variables, then back to unset.
+    let lines = execute(
+        &srv,
+        &id,
+        &token,
+        json!({"code": "console.log(process.env.FOO)", "language": "js", "env_vars": {"FOO": "bar"}}),
+    )
+    .await;
+    assert_eq!(stdout(&lines), "bar\n", "{lines:?}");
+    let lines = run_in(
+        &srv,
+        &id,
+        &token,
+        "js",
+        "console.log(process.env.FOO ?? 'unset')",
+    )
+    .await;
+    assert_eq!(stdout(&lines), "unset\n", "{lines:?}");
+
+    // TypeScript: types are checked, and it is a context of its own.
+    let lines = run_in(
+        &srv,
+        &id,
+        &token,
+        "ts",
+        "const message: string = 'typed'; console.log(message)",
+    )
+    .await;
+    assert_eq!(stdout(&lines), "typed\n", "{lines:?}");
+    let lines = run_in(&srv, &id, &token, "typescript", "const k: number = 'text'").await;
+    let e = error(&lines).unwrap_or_else(|| panic!("a type error is an error: {lines:?}"));
+    assert!(
+        e["value"].as_str().unwrap().contains("not assignable"),
+        "{lines:?}"
+    );
+    // `n` of the javascript context does not exist here.
+    let lines = run_in(&srv, &id, &token, "ts", "console.log(typeof n)").await;
+    let e = error(&lines).unwrap_or_else(|| panic!("no error in {lines:?}"));
+    assert!(
+        e["value"]
+            .as_str()
+            .unwrap()
+            .contains("Cannot find name 'n'"),
+        "{lines:?}"
+    );
+
+    // A context of its own, in its own directory.
+    let ctx = new_context(&srv, &id, &token, json!({"language": "ts", "cwd": "/tmp"})).await;
+    let lines = execute(
+        &srv,
+        &id,
+        &token,
+        json!({"code": "const dir: string = process.cwd(); console.log(dir)", "context_id": ctx}),
+    )
+    .await;
+    assert_eq!(stdout(&lines), "/tmp\n", "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn r_and_java_run_on_real_kernels() {
+    let (_dir, srv, id, token) = sandbox().await;
+    // R
+    let lines = run_in(
+        &srv,
+        &id,
+        &token,
+        "r",
+        "x <- c(1, 2, 6)\nprint('hi')\nmean(x)",
+    )
+    .await;
+    assert_eq!(first_text(&lines).as_deref(), Some("[1] 3"), "{lines:?}");
+    assert!(
+        stdout(&lines).contains("[1] \"hi\""),
+        "print goes to stdout: {lines:?}"
+    );
+    let lines = run_in(&srv, &id, &token, "R", "getwd()").await;
+    assert_eq!(
+        first_text(&lines).as_deref(),
+        Some("[1] \"/home/user\""),
+        "{lines:?}"
+    );
+    let lines = execute(
+        &srv,
+        &id,
+        &token,
+        json!({"code": "Sys.getenv('FOO')", "language": "r", "env_vars": {"FOO": "bar"}}),
+    )
+    .await;
+    assert_eq!(
+        first_text(&lines).as_deref(),
+        Some("[1] \"bar\""),
+        "{lines:?}"
+    );
+    let lines = run_in(&srv, &id, &token, "r", "Sys.getenv('FOO', unset = 'unset')").await;
+    assert_eq!(
+        first_text(&lines).as_deref(),
+        Some("[1] \"unset\""),
+        "{lines:?}"
+    );
+    let lines = run_in(&srv, &id, &token, "r", "stop('broken')").await;
+    assert!(error(&lines).is_some(), "{lines:?}");
+    let ctx = new_context(&srv, &id, &token, json!({"language": "r", "cwd": "/tmp"})).await;
+    let lines = execute(
+        &srv,
+        &id,
+        &token,
+        json!({"code": "getwd()", "context_id": ctx}),
+    )
+    .await;
+    assert_eq!(
+        first_text(&lines).as_deref(),
+        Some("[1] \"/tmp\""),
+        "{lines:?}"
+    );
+
+    // Java (JShell): state between runs, output, errors.
+    let lines = run_in(&srv, &id, &token, "java", "int a = 40;").await;
+    assert!(error(&lines).is_none(), "{lines:?}");
+    let lines = run_in(
+        &srv,
+        &id,
+        &token,
+        "java",
+        "System.out.println(\"hi\");\na + 2",
+    )
+    .await;
+    assert_eq!(stdout(&lines), "hi\n", "{lines:?}");
+    assert_eq!(first_text(&lines).as_deref(), Some("42"), "{lines:?}");
+    let lines = run_in(
+        &srv,
+        &id,
+        &token,
+        "java",
+        "System.getProperty(\"user.dir\")",
+    )
+    .await;
+    assert_eq!(
+        first_text(&lines).as_deref(),
+        Some("/home/user"),
+        "{lines:?}"
+    );
+    let lines = run_in(&srv, &id, &token, "java", "undefinedName + 1").await;
+    assert!(error(&lines).is_some(), "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_behaves_as_in_e2bs_template() {
+    let (_dir, srv, id, token) = sandbox().await;
+    // matplotlib as pinned by E2B: boxplot still takes `labels` (later versions raise).
+    let lines = run(
+        &srv,
+        &id,
+        &token,
+        "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.set_title('Scores')\n\
+         ax.boxplot([[1, 2, 3, 4], [2, 3, 4, 9]], labels=['a', 'b'], patch_artist=True)\nplt.show()",
+    )
+    .await;
+    assert!(error(&lines).is_none(), "{lines:?}");
+    let chart = lines
+        .iter()
+        .find(|l| l["type"] == "result" && l["chart"].is_object())
+        .unwrap_or_else(|| panic!("no chart in {lines:?}"));
+    assert_eq!(chart["chart"]["type"], "box_and_whisker", "{chart}");
+    assert_eq!(chart["chart"]["title"], "Scores", "{chart}");
+    let labels: Vec<&Value> = chart["chart"]["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["label"])
+        .collect();
+    assert_eq!(labels, [&json!("a"), &json!("b")], "{chart}");
+
+    // A Pillow image saved to a file is shown as a result, and the file is written.
+    let lines = run(
+        &srv,
+        &id,
+        &token,
+        "from PIL import Image\nImage.new('RGB', (8, 8), 'red').save('red.png')\n\
+         import os; print(os.path.getsize('red.png') > 0)",
+    )
+    .await;
+    let png = lines
+        .iter()
+        .find(|l| l["type"] == "result" && l["png"].is_string())
+        .unwrap_or_else(|| panic!("no png in {lines:?}"));
+    assert!(png["png"].as_str().unwrap().starts_with("iVBORw0KGgo"));
+    assert_eq!(stdout(&lines), "True\n", "{lines:?}");
+    // …but not when saved to a stream.
+    let lines = run(
+        &srv,
+        &id,
+        &token,
+        "import io\nImage.new('RGB', (8, 8)).save(io.BytesIO(), 'PNG')",
+    )
+    .await;
+    assert!(!lines.iter().any(|l| l["type"] == "result"), "{lines:?}");
+    // The versions are E2B's.
+    let lines = run(
+        &srv,
+        &id,
+        &token,
+        "import matplotlib, pandas, numpy, PIL; (matplotlib.__version__, pandas.__version__, numpy.__version__, PIL.__version__)",
+    )
+    .await;
+    assert_eq!(
+        text(&lines).as_deref(),
+        Some("('3.10.9', '2.2.3', '2.3.5', '12.3.0')"),
+        "{lines:?}"
+    );
 }

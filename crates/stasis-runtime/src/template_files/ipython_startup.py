@@ -8,8 +8,12 @@ formatters for two MIME types the E2B SDKs read besides the standard ones:
 
 Both formatters stay out of the way of everything else: they only look at objects of
 modules the user has already imported, so plain results pay no import cost.
+
+It also makes a Pillow image saved to a file show up as a result (a PNG), as in E2B,
+and keeps ``Image.show()`` from looking for a desktop viewer.
 """
 
+import os
 import sys
 
 from IPython import get_ipython
@@ -60,3 +64,27 @@ if _shell is not None:
     _display = _shell.display_formatter
     _display.formatters["e2b/data"] = DataFrameFormatter(parent=_display)
     _display.formatters["e2b/chart"] = ChartFormatter(parent=_display)
+
+
+def _show_saved_images():
+    try:
+        from IPython.display import display
+        from PIL import Image, ImageShow
+    except ImportError:
+        return
+    save = Image.Image.save
+
+    def save_and_show(self, fp, format=None, **params):
+        # A file name, not a stream: the user is saving a picture, show it.
+        if isinstance(fp, (str, os.PathLike)):
+            display(self)
+        return save(self, fp, format, **params)
+
+    save_and_show.__doc__ = save.__doc__
+    Image.Image.save = save_and_show
+    # Without a display there is no viewer to start; the image is shown inline.
+    ImageShow.UnixViewer.show_file = lambda self, path, **options: 0
+
+
+if _shell is not None:
+    _show_saved_images()
