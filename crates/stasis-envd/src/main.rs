@@ -53,7 +53,8 @@ enum Sub {
         /// envd's port on loopback (token checks and sandbox env vars).
         #[arg(long, default_value_t = 49983)]
         envd_port: u16,
-        /// Account the kernels run as (as this process if it does not exist).
+        /// Account whose home is the contexts' default working directory (kernels run as
+        /// root, as in E2B).
         #[arg(long, default_value = "user")]
         user: String,
         /// Log file.

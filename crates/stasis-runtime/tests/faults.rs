@@ -43,6 +43,11 @@ fn fault_child() {
         "pause" => rt.pause(&id, PauseMode::Full).map(drop),
         "resume" => rt.resume(&id).map(drop),
         "fork" => rt.fork(&id, &[parts[3].parse().unwrap()]).map(drop),
+        "create" => {
+            let mut spec = common::spec_with(stasis_types::Resources::default());
+            spec.id = id.clone();
+            rt.create(spec).map(drop)
+        }
         other => panic!("unknown op {other}"),
     };
     if let Err(e) = &r {
@@ -53,6 +58,7 @@ fn fault_child() {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Op {
+    Create,
     Pause,
     Resume,
     Fork,
@@ -82,6 +88,8 @@ fn allowed(op: Op, fault: &str) -> &'static [&'static str] {
         (Op::Resume, "resume.restoring") if fault.contains(":self") => &["running", "paused"],
         (Op::Resume, _) => &["paused"],
         (Op::Fork, _) => &["running"],
+        // Never acknowledged: the server removes it; here it may be anything but leaked.
+        (Op::Create, _) => &["running", "stopped", "gone"],
     }
 }
 
@@ -101,6 +109,9 @@ struct Result {
 
 /// Runs one case in a data dir of its own.
 fn run(case: &Case) -> Result {
+    if case.op == Op::Create {
+        return run_create(case);
+    }
     let dir = PrivateDir::new();
     let info = {
         let rt = dir.runtime();
@@ -127,6 +138,7 @@ fn run(case: &Case) -> Result {
         Op::Pause => "pause",
         Op::Resume => "resume",
         Op::Fork => "fork",
+        Op::Create => unreachable!("run_create"),
     };
     let status = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -169,7 +181,7 @@ fn run(case: &Case) -> Result {
     let (mut outcome, expected): (Outcome, &[&str]) = if child_ok {
         let done: &[&str] = match case.op {
             Op::Pause => &["paused"],
-            Op::Resume | Op::Fork => &["running"],
+            Op::Resume | Op::Fork | Op::Create => &["running"],
         };
         (Outcome::Intact, done)
     } else if crashed {
@@ -178,6 +190,7 @@ fn run(case: &Case) -> Result {
         let before: &[&str] = match case.op {
             Op::Pause | Op::Fork => &["running"],
             Op::Resume => &["paused"],
+            Op::Create => &["gone"],
         };
         // The fault killed the sandbox's PID 1: it may be dead.
         let before: &[&str] = if case.fault.contains(":init") {
@@ -304,6 +317,48 @@ fn diagnose(id: &SandboxId) -> String {
         .join(", ")
 }
 
+/// A create interrupted: whatever recovery finds, killing it leaves nothing behind, and
+/// a failed create leaves nothing at all.
+fn run_create(case: &Case) -> Result {
+    let dir = PrivateDir::new();
+    let id = SandboxId::generate();
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "fault_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, format!("create {} {id} -", dir.0.display()))
+        .env("STASIS_FAULT", case.fault)
+        .output()
+        .expect("run the child");
+    let rt = dir.runtime();
+    if let Err(e) = rt.adopt() {
+        return Result {
+            outcome: Outcome::Lost,
+            detail: format!("recovery failed: {e}"),
+        };
+    }
+    let state = rt.info(&id).map(|i| i.state.name()).unwrap_or("gone");
+    let crashed = status.status.code().is_none();
+    let mut outcome = match (status.status.success(), crashed) {
+        (true, _) if state == "running" => Outcome::Intact,
+        (false, false) if state == "gone" => Outcome::RolledBack,
+        (false, true) if allowed(Op::Create, case.fault).contains(&state) => Outcome::Intact,
+        _ => Outcome::Lost,
+    };
+    let mut detail = format!("recovered as {state}");
+    let _ = rt.kill(&id);
+    let left = traces_in(&dir.0, &id);
+    if !left.is_empty() {
+        outcome = Outcome::Leaked;
+        detail += &format!("; left after kill: {left:?}");
+    }
+    Result { outcome, detail }
+}
+
 fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -313,6 +368,12 @@ fn tail(s: &str, n: usize) -> String {
 /// sandbox's PID 1 as targets where they are alive there.
 fn all_cases() -> Vec<Case> {
     let mut v = Vec::new();
+    for fault in ["create.recorded", "create.started", "create.started:init"] {
+        v.push(Case {
+            op: Op::Create,
+            fault,
+        });
+    }
     for fault in [
         "pause.journaled",
         "pause.frozen",
