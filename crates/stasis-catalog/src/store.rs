@@ -44,7 +44,7 @@ pub struct ListFilter {
     pub metadata: BTreeMap<String, String>,
     /// Matches the template name or the alias.
     pub template: Option<String>,
-    /// Only sandboxes started strictly after this instant.
+    /// Only sandboxes started at or after this instant (inclusive, as E2B's).
     pub started_after: Option<DateTime<Utc>>,
 }
 
@@ -577,7 +577,8 @@ impl Catalog {
             args.push(Value::Text(t.clone()));
         }
         if let Some(at) = filter.started_after {
-            where_sql.push_str(" AND s.started_at > ?");
+            // Inclusive, as E2B's `startedAfter`.
+            where_sql.push_str(" AND s.started_at >= ?");
             args.push(Value::Integer(ms(at)));
         }
         for (k, v) in &filter.metadata {

@@ -278,8 +278,11 @@ pub struct SetTimeout {
 }
 
 impl SetTimeout {
-    /// The timeout in seconds, rejected when not positive.
+    /// The timeout in seconds; `0` (as E2B accepts) means "now", negative is rejected.
     pub fn timeout_secs(&self) -> Result<u32, BodyError> {
+        if self.timeout == 0 {
+            return Ok(0);
+        }
         timeout_or_default("timeout", Some(self.timeout))
     }
 }
@@ -426,6 +429,13 @@ mod tests {
         assert!(b.volume_mounts.is_some());
         let b = create(r#"{"templateID":"base","metadata":null,"envVars":null}"#);
         assert!(b.metadata.is_empty());
+    }
+
+    #[test]
+    fn a_zero_timeout_means_now_only_for_set_timeout() {
+        assert_eq!(SetTimeout { timeout: 0 }.timeout_secs().unwrap(), 0);
+        assert!(SetTimeout { timeout: -1 }.timeout_secs().is_err());
+        assert_eq!(SetTimeout { timeout: 30 }.timeout_secs().unwrap(), 30);
     }
 
     #[test]

@@ -833,3 +833,33 @@ async fn egress_rules_are_taken_at_create_changed_with_put_and_shown_in_the_deta
         .await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zero_timeout_ends_the_sandbox_now() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (killed, _) = srv.create(json!({"templateID": "base"})).await;
+    let (paused, _) = srv
+        .create(json!({"templateID": "base", "autoPause": true}))
+        .await;
+    for id in [&killed, &paused] {
+        let (s, v) = srv
+            .call(
+                Method::POST,
+                &format!("/sandboxes/{id}/timeout"),
+                Some(json!({"timeout": 0})),
+            )
+            .await;
+        assert_eq!(s, 204, "{v}");
+    }
+    srv.wait_state(&killed, None, 10).await;
+    srv.wait_state(&paused, Some("paused"), 10).await;
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{paused}/timeout"),
+            Some(json!({"timeout": -1})),
+        )
+        .await;
+    assert_eq!(s, 400);
+}

@@ -309,7 +309,8 @@ fn started_after_and_template_filters() {
         ..ListFilter::default()
     };
     let (got, _) = all_pages(&c, &after, 100, SortOrder::Asc);
-    assert_eq!(got, vec!["s4", "s5", "s6", "ci"]);
+    // Inclusive: s3 started exactly then.
+    assert_eq!(got, vec!["s3", "s4", "s5", "s6", "ci"]);
 
     for name in ["code-interpreter-v1", "ci-alias"] {
         let by_template = ListFilter {
