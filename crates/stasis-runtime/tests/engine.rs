@@ -450,6 +450,57 @@ fn start_up_quarantines_what_it_cannot_read_instead_of_deleting_it() {
 }
 
 #[test]
+fn a_snapshot_s_memory_is_readable_by_no_other_user() {
+    use std::os::unix::fs::MetadataExt;
+    let rt = runtime();
+    let sb = create(&rt);
+    sb.ask(json!({"op": "set", "value": 99}));
+    let snap = rt.pause(sb.id(), PauseMode::Full).unwrap();
+    let images: Vec<_> = std::fs::read_dir(snap.path.join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(!images.is_empty());
+    for img in &images {
+        let m = std::fs::metadata(img).unwrap();
+        // Group (the sandbox's root) may read; nobody else may do anything.
+        assert_eq!(
+            m.mode() & 0o037,
+            0,
+            "{} is mode {:o}",
+            img.display(),
+            m.mode()
+        );
+        assert_eq!(
+            m.uid(),
+            sb.info.uid_base,
+            "{} is owned by the sandbox's root",
+            img.display()
+        );
+    }
+    let pages = images
+        .iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pages-")
+        })
+        .unwrap();
+    let read = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "cat"])
+        .arg(pages)
+        .output()
+        .unwrap();
+    assert!(!read.status.success(), "nobody read the sandbox's memory");
+    // And the restore can still read them.
+    rt.resume(sb.id()).unwrap();
+    assert_eq!(sb.ready()["x"], 99);
+}
+
+#[test]
 fn filesystem_only_pause_keeps_files_and_restarts_processes() {
     let rt = runtime();
     let sb = create(&rt);

@@ -58,6 +58,7 @@ impl RuncRuntime {
                     image_deadline(src.spec.resources.memory_bytes),
                     &sp.dir,
                 )?;
+                super::restrict_images(&images, src.uid_base)?;
                 copy_tree(&sp.upper, &tmp.join(snap::UPPER))
             })();
             self.fault("fork.dumped", id);

@@ -204,6 +204,22 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), Cause> {
     cmd::run(c).map(drop)
 }
 
+/// Makes the CRIU images in `dir` readable by host root and the sandbox's own root
+/// (group: CRIU opens some of them from inside the sandbox's user namespace at restore;
+/// an image owned by that uid with mode 0600 is refused there) and nobody else: they
+/// hold the sandbox's memory, its secrets included. The dir stays traversable only.
+fn restrict_images(dir: &Path, uid_base: u32) -> Result<(), Cause> {
+    for e in fs::read_dir(dir).map_err(Cause::io(dir))? {
+        let e = e.map_err(Cause::io(dir))?;
+        let p = e.path();
+        if e.file_type().map_err(Cause::io(&p))?.is_file() {
+            chown(&p, Some(0), Some(uid_base)).map_err(Cause::io(&p))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).map_err(Cause::io(&p))?;
+        }
+    }
+    Ok(())
+}
+
 /// How long a freeze may take (a task in uninterruptible sleep can hold it off).
 const FREEZE_WITHIN: Duration = Duration::from_secs(15);
 

@@ -18,6 +18,7 @@
 //! files of a sandbox whose processes died are kept (no freeze: nothing runs).
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 use stasis_snapshot::{self as snap, Manifest, Tree};
@@ -152,7 +153,15 @@ impl RuncRuntime {
             }
         }
         let persist = (|| -> Result<SnapshotInfo, Cause> {
+            if mode == PauseMode::Full {
+                super::restrict_images(&partial.join(snap::IMAGES), rec.uid_base)?;
+            }
             fs::copy(&p.config, partial.join("config.json")).map_err(Cause::io(&p.config))?;
+            fs::set_permissions(
+                partial.join("config.json"),
+                fs::Permissions::from_mode(0o600),
+            )
+            .map_err(Cause::io(partial.join("config.json")))?;
             let mut paused = rec.clone();
             paused.paused = Some(mode);
             paused.next_generation = generation + 1;
