@@ -474,9 +474,9 @@ fn a_snapshot_s_memory_is_readable_by_no_other_user() {
             m.mode()
         );
         assert_eq!(
-            m.uid(),
-            sb.info.uid_base,
-            "{} is owned by the sandbox's root",
+            (m.uid(), m.gid()),
+            (0, sb.info.uid_base),
+            "{}: owner root, group the sandbox's root",
             img.display()
         );
     }
