@@ -69,6 +69,9 @@ pub enum EventsError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The client named no valid place to start.
+    #[error("{field} must be an event sequence number (an integer >= 0), got {value:?}")]
+    BadStart { field: &'static str, value: String },
 }
 
 /// Where a stream starts, from the request.
@@ -78,22 +81,20 @@ pub struct StreamQuery {
 }
 
 /// The `seq` after which to start: `Last-Event-ID` wins over `?after=`.
-fn start_after(headers: &HeaderMap, q: &StreamQuery) -> Result<i64, String> {
-    let (what, raw) = match headers.get("last-event-id") {
+fn start_after(headers: &HeaderMap, q: &StreamQuery) -> Result<i64, EventsError> {
+    let (field, value) = match headers.get("last-event-id") {
         Some(v) => (
             "Last-Event-ID",
-            v.to_str().unwrap_or("<not text>").to_owned(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
         ),
         None => match &q.after {
             Some(a) => ("after", a.clone()),
             None => return Ok(0),
         },
     };
-    match raw.trim().parse::<i64>() {
+    match value.trim().parse::<i64>() {
         Ok(n) if n >= 0 => Ok(n),
-        _ => Err(format!(
-            "{what} must be an event sequence number (an integer >= 0), got {raw:?}"
-        )),
+        _ => Err(EventsError::BadStart { field, value }),
     }
 }
 
@@ -193,8 +194,12 @@ pub(crate) async fn stream(
     }
     let after = match start_after(&headers, &q) {
         Ok(a) => a,
-        Err(msg) => {
-            return (StatusCode::BAD_REQUEST, crate::error_body(400, &msg)).into_response();
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                crate::error_body(400, &e.to_string()),
+            )
+                .into_response();
         }
     };
     let cursor = Cursor {
