@@ -20,7 +20,15 @@ export class MetricsChart {
         { label: 'CPU %', scale: 'pct', stroke: '#2f7de1', width: 2, value: (_u, v) => (v == null ? '—' : `${v.toFixed(1)} %`) },
         { label: 'Memory MiB', scale: 'mib', stroke: '#d9822b', width: 2, value: (_u, v) => (v == null ? '—' : `${v.toFixed(1)} MiB`) },
       ],
-      axes: [{}, { scale: 'pct', label: 'CPU %' }, { scale: 'mib', side: 1, label: 'MiB', grid: { show: false } }],
+      axes: [
+        {
+          // Whole seconds, as wall-clock times.
+          space: 70,
+          incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600],
+          values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false })),
+        },
+        { scale: 'pct', label: 'CPU %' }, { scale: 'mib', side: 1, label: 'MiB', grid: { show: false } },
+      ],
     }
     this.plot = new uPlot(opts, this.data, host)
     new ResizeObserver(() => {
