@@ -194,6 +194,11 @@ try {
     await page.keyboard.press('Enter')
     await until('the output dash-42', async () => (await rows.innerText()).includes('dash-42'), 20_000)
     check((await rows.innerText()).includes('Linux'), 'uname ran in the sandbox')
+    // The keyboard way out of the terminal: Ctrl+] focuses its Close button.
+    await page.keyboard.press('Control+BracketRight')
+    await until('the focus on Close terminal', () =>
+      page.evaluate(() => document.activeElement?.textContent === 'Close terminal'),
+    )
     await shot('02-terminal')
     // What one screen of the page looks like (the picture in the docs).
     await page.screenshot({ path: join(ARTIFACTS, 'sandbox-page.png') })

@@ -436,10 +436,16 @@ function sandboxView(id: string): View {
     if (!detail || !running()) return
     termHost.hidden = false
     termButton.textContent = 'Close terminal'
-    termStatus.textContent = 'Terminal open (bash as user). Keys go to the shell; use the Close terminal button to leave.'
-    const s = new Shell(termHost, id, detail.envdAccessToken, (why) => {
-      if (shell === s) closeShell(why)
-    })
+    termStatus.textContent = 'Terminal open (bash as user). Every key goes to the shell; Ctrl+] moves the focus back to the page.'
+    const s = new Shell(
+      termHost,
+      id,
+      detail.envdAccessToken,
+      (why) => {
+        if (shell === s) closeShell(why)
+      },
+      () => termButton.focus(),
+    )
     shell = s
     void s.run()
     s.focus()

@@ -32,6 +32,7 @@ export class Shell {
     private readonly id: string,
     private readonly token: string | undefined,
     private readonly onExit: (why: string) => void,
+    onLeave: () => void,
   ) {
     this.term = new Terminal({
       cursorBlink: true,
@@ -46,6 +47,15 @@ export class Shell {
     this.fit.fit()
     this.resizeObserver = new ResizeObserver(() => this.resize())
     this.resizeObserver.observe(host)
+    // The terminal takes every key, Tab included; Ctrl+] (telnet's escape) gives the
+    // focus back to the page.
+    this.term.attachCustomKeyEventHandler((e) => {
+      if (e.ctrlKey && !e.altKey && !e.metaKey && (e.key === ']' || e.code === 'BracketRight')) {
+        if (e.type === 'keydown') onLeave()
+        return false
+      }
+      return true
+    })
     const enc = new TextEncoder()
     this.term.onData((d) => this.send(enc.encode(d)))
     this.term.onBinary((d) => this.send(Uint8Array.from(d, (c) => c.charCodeAt(0))))
