@@ -725,9 +725,6 @@ impl RawEvent {
 }
 
 #[cfg(test)]
-mod tests;
-
-#[cfg(test)]
 mod events_since_tests {
     use super::*;
 
@@ -782,3 +779,6 @@ mod events_since_tests {
         assert_eq!((new[0].seq, new[0].sandbox_id.as_str()), (s4, "ievsb2"));
     }
 }
+
+#[cfg(test)]
+mod tests;
