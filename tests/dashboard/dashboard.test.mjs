@@ -126,6 +126,7 @@ try {
     window.__liveStatuses = []
     document.addEventListener('DOMContentLoaded', () => {
       const el = document.getElementById('live')
+      if (!el) return // not the dashboard (about:blank)
       new MutationObserver(() => window.__liveStatuses.push(el.textContent)).observe(el, { childList: true, characterData: true, subtree: true })
     })
   })
@@ -259,6 +260,30 @@ try {
     await until('the output still-42', async () => (await rows.innerText()).includes('still-42'), 20_000)
     const statuses = await page.evaluate(() => window.__liveStatuses)
     check(!statuses.some((s) => s.includes('reconnecting')), `the event stream broke: ${JSON.stringify(statuses)}`)
+  })
+
+  await step('leaving the page ends the terminal\'s shell in the sandbox', async () => {
+    // A client that goes away never kills a process in the agent: the page must.
+    const shells = async () => {
+      const resp = await fetch(`${URL_}/process.Process/List`, {
+        method: 'POST',
+        headers: {
+          'E2b-Sandbox-Id': sb.sandboxID,
+          'E2b-Sandbox-Port': '49983',
+          'X-Access-Token': sb.envdAccessToken,
+          'Content-Type': 'application/json',
+        },
+        body: '{}',
+        signal: AbortSignal.timeout(30_000),
+      })
+      check(resp.status === 200, `List: ${resp.status}`)
+      return ((await resp.json()).processes ?? []).filter((p) => p.tag === 'dashboard-terminal').length
+    }
+    check((await shells()) === 1, 'the open terminal has one shell')
+    await page.goto('about:blank')
+    await until('no dashboard shell left', async () => (await shells()) === 0, 15_000)
+    await page.goto(`${URL_}/dashboard/#/sandbox/${sb.sandboxID}`)
+    await page.getByLabel('Sandbox info').locator('.badge.running').waitFor()
   })
 
   await step('pause from the page: the sandbox is paused and the page says so', async () => {

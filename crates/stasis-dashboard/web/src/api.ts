@@ -258,12 +258,22 @@ async function agent(what: string, path: string, h: Headers, init: RequestInit, 
   return resp
 }
 
-/** A unary Connect call (JSON codec). */
-export async function unary<T>(what: string, id: string, token: string | undefined, method: string, msg: unknown): Promise<T> {
+/**
+ * A unary Connect call (JSON codec). `keepalive` lets the request outlive the page (for
+ * what must happen when the page goes away).
+ */
+export async function unary<T>(
+  what: string,
+  id: string,
+  token: string | undefined,
+  method: string,
+  msg: unknown,
+  keepalive = false,
+): Promise<T> {
   const h = agentHeaders(id, token)
   h.set('Content-Type', 'application/json')
   h.set('Connect-Protocol-Version', '1')
-  const resp = await agent(what, `/${method}`, h, { method: 'POST', body: JSON.stringify(msg) })
+  const resp = await agent(what, `/${method}`, h, { method: 'POST', body: JSON.stringify(msg), keepalive })
   return (await resp.json()) as T
 }
 

@@ -609,4 +609,13 @@ function route(): void {
 }
 
 window.addEventListener('hashchange', route)
+// Leaving the page closes the view: its terminal's shell is ended in the sandbox.
+window.addEventListener('pagehide', () => {
+  view.close?.()
+  view = {}
+})
+// Back from the browser's page cache: build the view again.
+window.addEventListener('pageshow', (e) => {
+  if (e.persisted) route()
+})
 route()

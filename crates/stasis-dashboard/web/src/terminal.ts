@@ -119,11 +119,17 @@ export class Shell {
     const pid = this.pid
     this.stop.abort()
     this.resizeObserver.disconnect()
+    // The agent keeps a process whose client is gone: end the shell, also when the
+    // page itself is going away.
     if (pid !== null) {
-      void unary('closing the terminal', this.id, this.token, 'process.Process/SendSignal', {
-        process: { pid },
-        signal: 'SIGNAL_SIGKILL',
-      }).catch(() => undefined)
+      void unary(
+        'closing the terminal',
+        this.id,
+        this.token,
+        'process.Process/SendSignal',
+        { process: { pid }, signal: 'SIGNAL_SIGKILL' },
+        true,
+      ).catch(() => undefined)
     }
     this.term.dispose()
   }
