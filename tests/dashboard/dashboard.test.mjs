@@ -313,6 +313,31 @@ try {
     await page.locator(`tr[data-file="${upload.name}"]`).waitFor()
   })
 
+  await step('the table pages through the list with the API\'s next token', async () => {
+    // 10 more: with the sandbox and its fork, 12 sandboxes of this run on 2 pages of 10.
+    const more = await Promise.all(Array.from({ length: 10 }, () => createSandbox()))
+    await page.getByRole('link', { name: '← Sandboxes' }).click()
+    await page.getByLabel('Metadata').fill(`run=${RUN}`)
+    await page.getByLabel('Per page').selectOption('10')
+    await page.getByText('Page 1: 10 sandboxes, more on the next page.').waitFor()
+    const rows = page.locator('tr[data-sandbox]')
+    const first = new Set(await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.sandbox)))
+    await page.getByRole('button', { name: 'Next page' }).click()
+    await page.getByText('Page 2: 2 sandboxes.').waitFor()
+    const second = await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.sandbox))
+    check(second.every((id) => !first.has(id)), 'page 2 repeats nothing of page 1')
+    const all = new Set([...first, ...second])
+    for (const id of [sb.sandboxID, forked, ...more.map((m) => m.sandboxID)]) check(all.has(id), `${id} is listed`)
+    check(await page.getByRole('button', { name: 'Next page' }).isDisabled(), 'no page 3')
+    await page.getByRole('button', { name: 'First page' }).click()
+    await page.getByText('Page 1: 10 sandboxes, more on the next page.').waitFor()
+    await Promise.all(more.map((m) => api('DELETE', `/sandboxes/${m.sandboxID}`).then(() => created.delete(m.sandboxID))))
+    await page.getByLabel('Metadata').fill('')
+    await page.getByLabel('Per page').selectOption('20')
+    await page.getByRole('link', { name: sb.sandboxID }).click()
+    await page.getByLabel('Sandbox info').locator('.badge.running').waitFor()
+  })
+
   await step('kill from the page: the sandbox is gone', async () => {
     await page.getByRole('button', { name: 'Kill' }).click()
     await page.getByRole('heading', { name: 'Sandboxes' }).waitFor()

@@ -172,6 +172,7 @@ function sandboxesView(): View {
   const running = h('input', { type: 'checkbox', id: 'f-running', checked: true })
   const paused = h('input', { type: 'checkbox', id: 'f-paused', checked: true })
   const meta = h('input', { type: 'text', id: 'f-meta', placeholder: 'key=value, …', 'aria-describedby': 'f-meta-help' })
+  const perPage = h('select', { id: 'f-per' }, [10, 20, 50, 100].map((n) => h('option', { value: n, selected: n === 20 }, n)))
   const counts = h('dl', { class: 'counts', 'aria-label': 'Sandboxes by state' })
   const failuresList = h('ul', { class: 'failures', 'aria-label': 'Recent failures' })
   const tbody = h('tbody')
@@ -185,7 +186,7 @@ function sandboxesView(): View {
     const states: api.State[] = []
     if (running.checked) states.push('running')
     if (paused.checked) states.push('paused')
-    return { states, metadata: parseMetadata(meta.value), limit: 20, nextToken: tokens[tokens.length - 1] }
+    return { states, metadata: parseMetadata(meta.value), limit: Number(perPage.value), nextToken: tokens[tokens.length - 1] }
   }
 
   async function loadCounts(): Promise<void> {
@@ -260,6 +261,7 @@ function sandboxesView(): View {
     { class: 'filters', 'aria-label': 'Filter sandboxes' },
     h('fieldset', {}, h('legend', {}, 'State'), h('label', {}, running, ' running'), h('label', {}, paused, ' paused')),
     h('div', {}, h('label', { for: 'f-meta' }, 'Metadata'), meta, h('p', { id: 'f-meta-help', class: 'help' }, 'Pairs that must all match, e.g. owner=alice.')),
+    h('div', {}, h('label', { for: 'f-per' }, 'Per page'), perPage),
     h('button', { type: 'submit' }, 'Apply'),
   )
   form.addEventListener('submit', (ev) => {
@@ -269,6 +271,7 @@ function sandboxesView(): View {
   })
   running.addEventListener('change', () => form.requestSubmit())
   paused.addEventListener('change', () => form.requestSubmit())
+  perPage.addEventListener('change', () => form.requestSubmit())
 
   clear(
     main,
