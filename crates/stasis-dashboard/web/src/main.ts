@@ -26,7 +26,8 @@ let live: Live | null = null
 let accepted = false
 let version = ''
 const failures: api.LifecycleEvent[] = []
-const FAILURE = /_failed$/
+/** Events that report something going wrong: `*_failed` kinds and sandboxes lost at a restart. */
+const FAILURE = /(_failed|\.lost)$/
 
 let toastTimer = 0
 function toast(text: string, kind: 'error' | 'ok' = 'error'): void {
