@@ -93,6 +93,7 @@ async function step(name, f) {
     failed = true
     results.push({ name, status: 'failed' })
     console.log(`✖ ${name} (${Date.now() - t0} ms)\n  ${e.stack ?? e}`)
+    for (const [r, at] of pending) console.log(`  pending for ${Date.now() - at} ms: ${r.method()} ${r.url()}`)
     await shot(`failed-${name.replace(/\W+/g, '-')}`).catch(() => undefined)
   }
 }
@@ -104,6 +105,7 @@ async function shot(name) {
 
 const profile = mkdtempSync(join(tmpdir(), 'stasis-dashboard-chromium-'))
 const pageErrors = []
+const pending = new Map()
 let context
 let sb
 let forked
@@ -120,6 +122,10 @@ try {
   context.setDefaultTimeout(30_000)
   page = context.pages()[0] ?? (await context.newPage())
   page.on('pageerror', (e) => pageErrors.push(e.message))
+  // Requests the page has sent and not seen answered, for the report of a failed step.
+  page.on('request', (r) => pending.set(r, Date.now()))
+  page.on('requestfinished', (r) => pending.delete(r))
+  page.on('requestfailed', (r) => pending.delete(r))
   page.on('dialog', (d) => void d.accept())
   // Every text the live-updates status shows, to check the stream never broke.
   await page.addInitScript(() => {
