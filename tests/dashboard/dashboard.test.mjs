@@ -94,6 +94,7 @@ async function step(name, f) {
     results.push({ name, status: 'failed' })
     console.log(`✖ ${name} (${Date.now() - t0} ms)\n  ${e.stack ?? e}`)
     for (const [r, at] of pending) console.log(`  pending for ${Date.now() - at} ms: ${r.method()} ${r.url()}`)
+    for (const r of refusals) console.log(`  answered ${r}`)
     await shot(`failed-${name.replace(/\W+/g, '-')}`).catch(() => undefined)
   }
 }
@@ -106,6 +107,7 @@ async function shot(name) {
 const profile = mkdtempSync(join(tmpdir(), 'stasis-dashboard-chromium-'))
 const pageErrors = []
 const pending = new Map()
+const refusals = []
 let context
 let sb
 let forked
@@ -126,6 +128,15 @@ try {
   page.on('request', (r) => pending.set(r, Date.now()))
   page.on('requestfinished', (r) => pending.delete(r))
   page.on('requestfailed', (r) => pending.delete(r))
+  // Error answers the page got, for the report of a failed step.
+  page.on('response', (r) => {
+    if (r.status() >= 400 && r.request().method() !== 'GET') {
+      void r.text().then(
+        (t) => refusals.push(`${r.status()} ${r.request().method()} ${r.url()}: ${t.slice(0, 2000)}`),
+        () => refusals.push(`${r.status()} ${r.request().method()} ${r.url()}`),
+      )
+    }
+  })
   page.on('dialog', (d) => void d.accept())
   // Every text the live-updates status shows, to check the stream never broke.
   await page.addInitScript(() => {
@@ -199,8 +210,10 @@ try {
     await until('a shell prompt', async () => /[$#]\s*$/m.test(await rows.innerText()), 20_000)
     await page.keyboard.type('echo dash-$((6*7)) && uname -s')
     await page.keyboard.press('Enter')
-    await until('the output dash-42', async () => (await rows.innerText()).includes('dash-42'), 20_000)
-    check((await rows.innerText()).includes('Linux'), 'uname ran in the sandbox')
+    await until('the output dash-42, then Linux (uname ran in the sandbox)', async () => {
+      const text = await rows.innerText()
+      return text.includes('dash-42') && text.includes('Linux')
+    }, 20_000)
     // The keyboard way out of the terminal: Ctrl+] focuses its Close button.
     await page.keyboard.press('Control+BracketRight')
     await until('the focus on Close terminal', () =>
