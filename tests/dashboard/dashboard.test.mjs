@@ -260,7 +260,9 @@ try {
 
   await step('fork from the page makes a second running sandbox', async () => {
     await page.getByRole('button', { name: 'Fork' }).click()
-    const text = await page.locator('.toast.ok', { hasText: 'Forked' }).innerText({ timeout: 90_000 })
+    const toast = page.locator('.toast.ok, .toast.error').filter({ hasText: /Forked|forking/ })
+    const text = await toast.innerText({ timeout: 90_000 })
+    check(!text.includes('forking'), `the fork failed: ${text}`)
     forked = /into (\S+)/.exec(text)?.[1]
     check(forked, `the toast names the fork: ${text}`)
     created.add(forked)

@@ -227,15 +227,32 @@ export async function resume(id: string, timeout: number): Promise<Detail> {
 export async function kill(id: string): Promise<void> {
   await request(`killing ${id}`, sb(id), { method: 'DELETE' }, 60_000)
 }
-export async function fork(id: string): Promise<Detail[]> {
-  const resp = await request(`forking ${id}`, `${sb(id)}/fork`, post({ count: 1 }), 120_000)
-  return (await resp.json()) as Detail[]
+export function fork(id: string): Promise<Detail[]> {
+  return holdAgentsDuring(
+    (async () => {
+      await agentHold
+      const resp = await request(`forking ${id}`, `${sb(id)}/fork`, post({ count: 1 }), 120_000)
+      return (await resp.json()) as Detail[]
+    })(),
+  )
 }
 export async function setTimeout_(id: string, timeout: number): Promise<void> {
   await request(`setting the timeout of ${id}`, `${sb(id)}/timeout`, post({ timeout }))
 }
 
 // ------------------------------------------------------------------ the agent
+
+/**
+ * The page's own requests to agents wait while this settles. A fork checkpoints the
+ * running sandbox, and CRIU refuses to dump a listener with a connection still in its
+ * accept queue (it answers 500 "In-flight connection"): the page does not race its own
+ * fork with a file listing or a keystroke.
+ */
+let agentHold: Promise<unknown> = Promise.resolve()
+export function holdAgentsDuring<T>(p: Promise<T>): Promise<T> {
+  agentHold = p.catch(() => undefined)
+  return p
+}
 
 /** Headers that route a request through the server's proxy to a sandbox's agent. */
 export function agentHeaders(id: string, token: string | undefined): Headers {
@@ -248,6 +265,7 @@ export function agentHeaders(id: string, token: string | undefined): Headers {
 }
 
 async function agent(what: string, path: string, h: Headers, init: RequestInit, ms = TIMEOUT_MS) {
+  await agentHold
   let resp: Response
   try {
     resp = await fetch(path, withDeadline({ ...init, headers: h }, ms))
@@ -320,6 +338,7 @@ export async function* streaming(
   h.set('Content-Type', 'application/connect+json')
   h.set('Connect-Protocol-Version', '1')
   h.set('Keepalive-Ping-Interval', '30')
+  await agentHold
   let resp: Response
   // Only the start has a deadline: the stream lives as long as its process.
   const stop = startDeadline(signal)
