@@ -9,6 +9,9 @@ DATA_DIR="${STASIS_DATA_DIR:-/var/lib/stasis}"
 scripts/setup.sh
 command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain from rust-toolchain.toml)" >&2; exit 1; }
 
+echo "== the dashboard's front-end bundle (embedded by the build)"
+scripts/build-dashboard.sh
+
 echo "== building stasis (release)"
 cargo build --release --locked --workspace --bins
 

@@ -3,7 +3,7 @@
 # checks what is present, installs only what is missing, and verifies what it installed.
 #
 #   scripts/setup.sh            host packages + CRIU
-#   STASIS_SETUP_TEST=1 ...     also the test-only tools (Node.js/npm, Python venv)
+#   STASIS_SETUP_TEST=1 ...     also the test-only tools (Node.js/npm, Python venv, Chromium)
 set -euo pipefail
 
 CRIU_VERSION=4.2.1
@@ -38,7 +38,8 @@ APT_PACKAGES=(
   libaio-dev uuid-dev libdrm-dev dpkg-dev
 )
 if [ "${STASIS_SETUP_TEST:-0}" = 1 ]; then
-  APT_PACKAGES+=(python3-venv)
+  # chromium: the dashboard suite drives it headless (tests/dashboard); curl: its probes.
+  APT_PACKAGES+=(python3-venv chromium curl)
 fi
 
 missing=()
@@ -116,6 +117,8 @@ if [ "${STASIS_SETUP_TEST:-0}" = 1 ]; then
   node_major=$(node -p 'process.versions.node.split(".")[0]')
   [ "$node_major" -ge 20 ] \
     || die "the E2B SDK tests need Node.js >= 20, found $(node --version): install a newer Node.js"
+  /usr/bin/chromium --version >/dev/null 2>&1 \
+    || die "/usr/bin/chromium does not run after installing Debian's chromium package"
 fi
 
 # Kernel facilities the runtime relies on.

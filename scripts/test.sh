@@ -11,6 +11,9 @@ STASIS_SETUP_TEST=1 scripts/setup.sh
 
 command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain from rust-toolchain.toml)" >&2; exit 1; }
 
+echo "== the dashboard's front-end bundle (embedded by the build)"
+scripts/build-dashboard.sh
+
 echo "== build"
 cargo build --workspace --all-targets --locked
 
@@ -44,6 +47,9 @@ cargo test --workspace --locked --no-fail-fast -- --test-threads=2 || status=$?
 
 echo "== the official E2B SDKs against a real server"
 tests/e2b-sdk/run.sh || status=$?
+
+echo "== the dashboard in headless Chromium against a real server"
+tests/dashboard/run.sh || status=$?
 
 echo "== leftovers"
 gc

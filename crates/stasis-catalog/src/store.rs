@@ -697,37 +697,137 @@ impl Catalog {
     /// Every event of `sandbox_id`, oldest first.
     pub fn events_for(&self, sandbox_id: &SandboxId) -> Result<Vec<Event>, CatalogError> {
         let conn = self.lock();
+        let what = format!("read events of sandbox {sandbox_id}");
         let mut stmt = conn
-            .prepare("SELECT seq, at, kind, detail FROM events WHERE sandbox_id = ?1 ORDER BY seq")
+            .prepare(
+                "SELECT seq, sandbox_id, at, kind, detail FROM events WHERE sandbox_id = ?1 \
+                 ORDER BY seq",
+            )
             .map_err(sql("prepare events query"))?;
         let rows = stmt
-            .query_map([sandbox_id.as_str()], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .map_err(sql(format!("read events of sandbox {sandbox_id}")))?
+            .query_map([sandbox_id.as_str()], RawEvent::read)
+            .map_err(sql(what.clone()))?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(sql(format!("read events of sandbox {sandbox_id}")))?;
-        rows.into_iter()
-            .map(|(seq, at, kind, detail)| {
-                let row = format!("event {seq}");
-                Ok(Event {
-                    seq,
-                    sandbox_id: sandbox_id.clone(),
-                    at: from_ms(&row, "at", at)?,
-                    kind: EventKind::from_name(&kind),
-                    detail: serde_json::from_str(&detail).map_err(|e| CatalogError::Corrupt {
-                        row,
-                        column: "detail",
-                        reason: e.to_string(),
-                    })?,
-                })
-            })
-            .collect()
+            .map_err(sql(what))?;
+        rows.into_iter().map(RawEvent::into_event).collect()
+    }
+
+    /// Up to `limit` events of any sandbox with a sequence number above `seq`, oldest
+    /// first: the way to follow the log as it grows (start from 0 for all of it, then
+    /// from the last `seq` seen).
+    pub fn events_since(&self, seq: i64, limit: u32) -> Result<Vec<Event>, CatalogError> {
+        let conn = self.lock();
+        let what = format!("read events after {seq}");
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, sandbox_id, at, kind, detail FROM events WHERE seq > ?1 \
+                 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(sql("prepare events query"))?;
+        let rows = stmt
+            .query_map(params![seq, limit], RawEvent::read)
+            .map_err(sql(what.clone()))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sql(what))?;
+        rows.into_iter().map(RawEvent::into_event).collect()
+    }
+}
+
+/// One row of `events` as SQLite returns it, before its columns are checked.
+struct RawEvent {
+    seq: i64,
+    sandbox_id: String,
+    at: i64,
+    kind: String,
+    detail: String,
+}
+
+impl RawEvent {
+    /// Reads `seq, sandbox_id, at, kind, detail`.
+    fn read(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
+        Ok(RawEvent {
+            seq: r.get(0)?,
+            sandbox_id: r.get(1)?,
+            at: r.get(2)?,
+            kind: r.get(3)?,
+            detail: r.get(4)?,
+        })
+    }
+
+    fn into_event(self) -> Result<Event, CatalogError> {
+        let row = format!("event {}", self.seq);
+        let corrupt = |column, reason: String| CatalogError::Corrupt {
+            row: row.clone(),
+            column,
+            reason,
+        };
+        Ok(Event {
+            seq: self.seq,
+            sandbox_id: self
+                .sandbox_id
+                .parse()
+                .map_err(|e: stasis_types::IdError| corrupt("sandbox_id", e.to_string()))?,
+            at: from_ms(&row, "at", self.at)?,
+            kind: EventKind::from_name(&self.kind),
+            detail: serde_json::from_str(&self.detail)
+                .map_err(|e| corrupt("detail", e.to_string()))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod events_since_tests {
+    use super::*;
+
+    fn sid(s: &str) -> SandboxId {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn events_since_follows_the_log_of_every_sandbox_in_order_and_in_pages() {
+        let c = Catalog::open_in_memory().unwrap();
+        assert!(c.events_since(0, 10).unwrap().is_empty());
+        let (a, b) = (sid("ievsa1"), sid("ievsb2"));
+        let s1 = c
+            .append_event(&a, &EventKind::Created, &serde_json::json!({}))
+            .unwrap();
+        let s2 = c
+            .append_event(&b, &EventKind::Created, &serde_json::json!({"n": 1}))
+            .unwrap();
+        let s3 = c
+            .append_event(&a, &EventKind::Paused, &serde_json::json!({}))
+            .unwrap();
+        assert!(s1 < s2 && s2 < s3);
+
+        let all = c.events_since(0, 10).unwrap();
+        let seen: Vec<_> = all
+            .iter()
+            .map(|e| (e.seq, e.sandbox_id.as_str(), e.kind.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (s1, "ievsa1", "created"),
+                (s2, "ievsb2", "created"),
+                (s3, "ievsa1", "paused")
+            ]
+        );
+        assert_eq!(all[1].detail, serde_json::json!({"n": 1}));
+
+        // A page stops at the limit; the next one starts after its last seq.
+        let first = c.events_since(0, 2).unwrap();
+        assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), [s1, s2]);
+        let rest = c.events_since(first[1].seq, 2).unwrap();
+        assert_eq!(rest.iter().map(|e| e.seq).collect::<Vec<_>>(), [s3]);
+        assert!(c.events_since(s3, 2).unwrap().is_empty());
+
+        // What is appended later shows up after the last seq seen.
+        let s4 = c
+            .append_event(&b, &EventKind::Killed, &serde_json::json!({}))
+            .unwrap();
+        let new = c.events_since(s3, 10).unwrap();
+        assert_eq!(new.len(), 1);
+        assert_eq!((new[0].seq, new[0].sandbox_id.as_str()), (s4, "ievsb2"));
     }
 }
 

@@ -211,6 +211,7 @@ impl Server {
             ));
         Router::new()
             .merge(control)
+            .merge(stasis_dashboard::router(&st.catalog, &st.api_key))
             .fallback(dispatch)
             .layer(middleware::from_fn(stasis_http::finish_request_body))
             .with_state(st)
