@@ -54,9 +54,14 @@ pub const CAPABILITIES: &[Capability] = &[
 ///   for the inode ("irmap"). Watches on the sandbox's own files (a dev server watching
 ///   its project) are found only in the directories listed here. The search runs only
 ///   when a watch exists, stops at the first match and caches every inode it stats.
+/// * `skip-in-flight`: a connection that reached a listener inside the sandbox but was
+///   not accepted yet when it was frozen (traffic through the proxy during a fork, which
+///   keeps the sandbox serving) would fail the dump ("In-flight connection"); it is left
+///   out instead, and its client sees it reset, as after any restart of a server.
 macro_rules! criu_conf_common {
     () => {
         concat!(
+            "skip-in-flight\n",
             "ghost-limit 1048576G\n",
             "irmap-scan-path /home\n",
             "irmap-scan-path /root\n",

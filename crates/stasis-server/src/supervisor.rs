@@ -1404,6 +1404,7 @@ impl Owner {
         let infos = match blocking(move || rt.fork(&pid, &fids)).await {
             Ok(i) => i,
             Err(e) => {
+                warn!(error = %e, "fork failed; the sandbox keeps running");
                 for id in &ids {
                     let _ = self.inner().store.delete(id);
                 }
