@@ -298,23 +298,31 @@ async fn forward_to(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    // The response streams as it comes; it ends when the sandbox is paused or killed,
-    // and counts as activity while it is open.
+    // The response streams as it comes and counts as activity while it is open. When the
+    // sandbox is paused or killed it is cut as a dropped connection (an error, so no
+    // clean end of the body reaches the client), as E2B's SDKs expect: they turn it into
+    // their own errors instead of reading a stream that ended without its end event.
     let guard = activity.stream();
+    let cut = cancel.clone();
     let stream = BodyStream::new(body)
         .take_until(cancel.cancelled_owned())
-        .filter_map(|frame| async move {
-            match frame {
-                Ok(f) => f.into_data().ok().map(Ok::<_, hyper::Error>),
-                Err(e) => Some(Err(e)),
-            }
+        .map(|frame| match frame {
+            Ok(f) => f.into_data().ok().map(Ok::<_, BoxError>),
+            Err(e) => Some(Err(BoxError::from(e))),
         })
+        .chain(futures_util::stream::once(async move {
+            cut.is_cancelled()
+                .then(|| Err(BoxError::from("the sandbox was paused or killed")))
+        }))
+        .filter_map(|item| async move { item })
         .map(move |item| {
             let _keep = &guard;
             item
         });
     Response::from_parts(parts, Body::from_stream(stream))
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

@@ -142,3 +142,57 @@ async fn a_kill_wins_over_a_pause_in_progress() {
     assert!(pause == 204 || pause == 404, "the pause answered {pause}");
     srv.wait_state(&id, None, 5).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_cuts_open_streams_as_dropped_connections() {
+    use futures_util::StreamExt;
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, token) = srv.create(json!({"templateID": "base"})).await;
+    let msg = json!({"process": {"cmd": "/bin/bash", "args": ["-c", "echo started; sleep 600"]}, "stdin": false});
+    let payload = serde_json::to_vec(&msg).unwrap();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    body.extend_from_slice(&payload);
+    let resp = srv
+        .to_sandbox(
+            Method::POST,
+            &id,
+            &token,
+            common::AGENT_PORT,
+            "/process.Process/Start",
+        )
+        .header("Content-Type", "application/connect+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut stream = resp.bytes_stream();
+    // Wait for the command's output: the stream is open and flowing.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("c3RhcnRlZA") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("output within 10 s")
+            .expect("stream open")
+            .expect("no error yet");
+        seen.extend_from_slice(&chunk);
+    }
+    let (s, _) = srv
+        .call(Method::DELETE, &format!("/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(s, 204);
+    // The rest of the stream is an error, not a clean end without the end event.
+    let mut ended_with_error = false;
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the stream ends within 10 s of the kill")
+    {
+        if item.is_err() {
+            ended_with_error = true;
+            break;
+        }
+    }
+    assert!(ended_with_error, "the kill ended the stream cleanly");
+}
