@@ -18,7 +18,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::{addr_of, ask, create_plain, traces_in, PrivateDir};
 use serde_json::json;
@@ -140,21 +140,7 @@ fn run(case: &Case) -> Result {
         Op::Fork => "fork",
         Op::Create => unreachable!("run_create"),
     };
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "fault_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(
-            CHILD_ENV,
-            format!("{op} {} {id} {fork_id}", dir.0.display()),
-        )
-        .env("STASIS_FAULT", case.fault)
-        .output()
-        .expect("run the child");
+    let status = child(op, &dir, &id, fork_id.as_str(), case.fault);
     let child_ok = status.status.success();
     let child_log = String::from_utf8_lossy(&status.stderr).into_owned();
 
@@ -317,12 +303,9 @@ fn diagnose(id: &SandboxId) -> String {
         .join(", ")
 }
 
-/// A create interrupted: whatever recovery finds, killing it leaves nothing behind, and
-/// a failed create leaves nothing at all.
-fn run_create(case: &Case) -> Result {
-    let dir = PrivateDir::new();
-    let id = SandboxId::generate();
-    let status = Command::new(std::env::current_exe().unwrap())
+/// Runs `op` on sandbox `id` of `dir` in a child process with `STASIS_FAULT=fault`.
+fn child(op: &str, dir: &PrivateDir, id: &SandboxId, extra: &str, fault: &str) -> Output {
+    Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "fault_child",
@@ -330,10 +313,18 @@ fn run_create(case: &Case) -> Result {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD_ENV, format!("create {} {id} -", dir.0.display()))
-        .env("STASIS_FAULT", case.fault)
+        .env(CHILD_ENV, format!("{op} {} {id} {extra}", dir.0.display()))
+        .env("STASIS_FAULT", fault)
         .output()
-        .expect("run the child");
+        .expect("run the child")
+}
+
+/// A create interrupted: whatever recovery finds, killing it leaves nothing behind, and
+/// a failed create leaves nothing at all.
+fn run_create(case: &Case) -> Result {
+    let dir = PrivateDir::new();
+    let id = SandboxId::generate();
+    let status = child("create", &dir, &id, "-", case.fault);
     let rt = dir.runtime();
     if let Err(e) = rt.adopt() {
         return Result {

@@ -628,25 +628,7 @@ while True:
         async move {
             // Started detached: the agent keeps it running after the stream closes.
             let msg = json!({"process": {"cmd": "/bin/bash", "args": ["-c", cmd]}, "stdin": false});
-            let payload = serde_json::to_vec(&msg).unwrap();
-            let mut body = vec![0u8];
-            body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            body.extend_from_slice(&payload);
-            let resp = srv
-                .to_sandbox(
-                    Method::POST,
-                    &id,
-                    &token,
-                    AGENT_PORT,
-                    "/process.Process/Start",
-                )
-                .header("Content-Type", "application/connect+json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status().as_u16(), 200);
-            resp
+            srv.start_process(&id, &token, &msg).await
         }
     };
     let _http = start_bg("cd /tmp/www && exec python3 -m http.server 8000".into()).await;

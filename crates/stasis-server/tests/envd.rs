@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::envelope;
+
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -13,14 +15,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-fn envelope(msg: &Value) -> Vec<u8> {
-    let payload = serde_json::to_vec(msg).unwrap();
-    let mut body = vec![0u8];
-    body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    body.extend_from_slice(&payload);
-    body
-}
 
 /// A server-streaming Connect call read incrementally.
 struct Stream {

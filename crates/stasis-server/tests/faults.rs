@@ -150,24 +150,7 @@ async fn a_kill_cuts_open_streams_as_dropped_connections() {
     let srv = TestServer::start(&dir).await;
     let (id, token) = srv.create(json!({"templateID": "base"})).await;
     let msg = json!({"process": {"cmd": "/bin/bash", "args": ["-c", "echo started; sleep 600"]}, "stdin": false});
-    let payload = serde_json::to_vec(&msg).unwrap();
-    let mut body = vec![0u8];
-    body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    body.extend_from_slice(&payload);
-    let resp = srv
-        .to_sandbox(
-            Method::POST,
-            &id,
-            &token,
-            common::AGENT_PORT,
-            "/process.Process/Start",
-        )
-        .header("Content-Type", "application/connect+json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    let resp = srv.start_process(&id, &token, &msg).await;
     let mut stream = resp.bytes_stream();
     // Wait for the command's output: the stream is open and flowing.
     let mut seen = Vec::new();

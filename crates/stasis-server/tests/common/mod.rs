@@ -14,6 +14,15 @@ use stasis_server::ServerConfig;
 /// The agent's port in every sandbox.
 pub const AGENT_PORT: u16 = 49983;
 
+/// One Connect envelope (flags 0) holding `msg` as JSON.
+pub fn envelope(msg: &Value) -> Vec<u8> {
+    let payload = serde_json::to_vec(msg).unwrap();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    body.extend_from_slice(&payload);
+    body
+}
+
 /// A running server and a client for it.
 pub struct TestServer {
     pub url: String,
@@ -100,15 +109,9 @@ impl TestServer {
         v
     }
 
-    /// Runs `bash -l -c cmd` through the proxy as the SDKs do; returns (exit code,
-    /// stdout, stderr).
-    pub async fn run(&self, id: &str, token: &str, cmd: &str) -> (i64, String, String) {
-        let msg =
-            json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}, "stdin": false});
-        let payload = serde_json::to_vec(&msg).unwrap();
-        let mut body = vec![0u8];
-        body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        body.extend_from_slice(&payload);
+    /// Sends `process.Process/Start` with `msg` through the proxy (Connect streaming,
+    /// JSON codec) and returns the open response stream, checked to be 200.
+    pub async fn start_process(&self, id: &str, token: &str, msg: &Value) -> reqwest::Response {
         let resp = self
             .to_sandbox(
                 reqwest::Method::POST,
@@ -119,16 +122,25 @@ impl TestServer {
             )
             .header("Content-Type", "application/connect+json")
             .header("Connect-Protocol-Version", "1")
-            .body(body)
+            .body(envelope(msg))
             .send()
             .await
             .unwrap();
         assert_eq!(
             resp.status().as_u16(),
             200,
-            "Start: {:?}",
-            resp.text().await
+            "Start answered {}",
+            resp.status()
         );
+        resp
+    }
+
+    /// Runs `bash -l -c cmd` through the proxy as the SDKs do; returns (exit code,
+    /// stdout, stderr).
+    pub async fn run(&self, id: &str, token: &str, cmd: &str) -> (i64, String, String) {
+        let msg =
+            json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}, "stdin": false});
+        let resp = self.start_process(id, token, &msg).await;
         let bytes = resp.bytes().await.unwrap();
         let (mut code, mut out, mut err) = (-1, Vec::new(), Vec::new());
         let b64 = base64::engine::general_purpose::STANDARD;
