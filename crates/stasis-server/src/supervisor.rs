@@ -481,6 +481,7 @@ impl Supervisor {
             id: entry.id.clone(),
             stable,
             watch: None,
+            pause_failures: 0,
         };
         let span = tracing::info_span!("sandbox", sandbox_id = %entry.id);
         tokio::spawn(owner.run(rx).instrument(span));
@@ -810,7 +811,14 @@ struct Owner {
     stable: Stable,
     /// A pidfd of the sandbox's PID 1 while it runs: readable once it exits.
     watch: Option<AsyncFd<OwnedFd>>,
+    /// Auto-pauses that failed in a row (see [`Owner::auto_pause`]).
+    pause_failures: u32,
 }
+
+/// Retries of a failed auto-pause before falling back to a filesystem-only pause.
+const AUTO_PAUSE_RETRIES: u32 = 3;
+/// Longest delay between two auto-pause attempts.
+const AUTO_PAUSE_MAX_DELAY_MS: u64 = 5 * 60 * 1000;
 
 /// Resolves when the watched process has exited; never without a watch.
 async fn exited(watch: &Option<AsyncFd<OwnedFd>>) {
@@ -1060,13 +1068,7 @@ impl Owner {
         let on_timeout = self.handle.entry().on_timeout;
         info!(?on_timeout, "inactivity timeout expired");
         match on_timeout {
-            OnTimeout::Pause { memory } => {
-                if let Err(e) = self.pause(memory).await {
-                    error!(error = %e, "auto-pause failed; retrying in 30 s");
-                    self.handle.activity.set_deadline(now_ms() + 30_000);
-                }
-                false
-            }
+            OnTimeout::Pause { memory } => self.auto_pause(memory).await,
             OnTimeout::Kill => match self.kill().await {
                 Ok(()) => true,
                 Err(e) => {
@@ -1075,6 +1077,63 @@ impl Owner {
                     false
                 }
             },
+        }
+    }
+
+    /// An auto-pause: a failure is retried [`AUTO_PAUSE_RETRIES`] times with growing
+    /// delays; then the sandbox is paused keeping only its files; if that fails too, it
+    /// is killed, as a sandbox that is killed on timeout. A failing pause never keeps a
+    /// sandbox running (and costing) past its timeout for long. Each step is an event.
+    /// Returns true if the sandbox is gone.
+    async fn auto_pause(&mut self, memory: bool) -> bool {
+        let err = match self.pause(memory).await {
+            Ok(()) => {
+                self.pause_failures = 0;
+                return false;
+            }
+            Err(e) => e,
+        };
+        self.pause_failures += 1;
+        let entry = self.handle.entry();
+        self.inner().store.event(
+            &entry,
+            "pause_failed",
+            serde_json::json!({"attempt": self.pause_failures, "error": err.to_string()}),
+        );
+        if self.pause_failures <= AUTO_PAUSE_RETRIES {
+            let delay = entry
+                .timeout_ms
+                .saturating_mul(1 << (self.pause_failures - 1))
+                .clamp(1_000, AUTO_PAUSE_MAX_DELAY_MS);
+            warn!(error = %err, attempt = self.pause_failures, delay_ms = delay, "auto-pause failed; retrying");
+            self.handle.activity.set_deadline(now_ms() + delay);
+            return false;
+        }
+        self.pause_failures = 0;
+        if memory {
+            warn!(error = %err, "auto-pause failed again; keeping only the files");
+            match self.pause(false).await {
+                Ok(()) => {
+                    let e = self.handle.entry();
+                    self.inner().store.event(
+                        &e,
+                        "paused",
+                        serde_json::json!({"fallback": "filesystem", "reason": err.to_string()}),
+                    );
+                    return false;
+                }
+                Err(e) => {
+                    error!(error = %e, "a filesystem-only pause failed too; killing the sandbox");
+                }
+            }
+        }
+        match self.kill().await {
+            Ok(()) => true,
+            Err(e) => {
+                error!(error = %e, "kill after failed auto-pauses failed; retrying in 30 s");
+                self.handle.activity.set_deadline(now_ms() + 30_000);
+                false
+            }
         }
     }
 
@@ -1315,6 +1374,7 @@ impl Owner {
                     e.address = Some(info.address);
                 })?;
                 self.stable = Stable::Running;
+                self.pause_failures = 0;
                 self.rewatch().await;
                 self.handle.since_ms.store(now_ms(), Ordering::Relaxed);
                 self.inner()

@@ -179,3 +179,70 @@ async fn a_kill_cuts_open_streams_as_dropped_connections() {
     }
     assert!(ended_with_error, "the kill ended the stream cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_auto_pause_that_keeps_failing_falls_back_to_keeping_the_files() {
+    let dir = DataDir::new();
+    let srv = TestServer::start(&dir).await;
+    let (id, token) = srv
+        .create(json!({"templateID": "base", "autoPause": true, "timeout": 1}))
+        .await;
+    // A traced process: CRIU cannot save it, so every pause with memory is refused.
+    let tracer = "import ctypes, subprocess, time\n\
+                  libc = ctypes.CDLL(None, use_errno=True)\n\
+                  child = subprocess.Popen(['sleep', '1000'])\n\
+                  assert libc.ptrace(16, child.pid, 0, 0) == 0\n\
+                  open('/tmp/tracing', 'w').close()\n\
+                  time.sleep(1000)\n";
+    srv.run(&id, &token, "echo kept > /home/user/notes").await;
+    srv.run(
+        &id,
+        &token,
+        &format!("nohup python3 -c \"{tracer}\" >/dev/null 2>&1 & while [ ! -e /tmp/tracing ]; do sleep 0.05; done"),
+    )
+    .await;
+    // Three retries (1 s, 2 s, 4 s apart), then a filesystem-only pause. (A sandbox in
+    // the middle of a pause is listed as paused: wait for the event.)
+    let until = Instant::now() + Duration::from_secs(40);
+    let events = loop {
+        let (_, events) = srv
+            .call(Method::GET, &format!("/events/sandboxes/{id}"), None)
+            .await;
+        if events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "sandbox.lifecycle.paused")
+        {
+            break events;
+        }
+        assert!(Instant::now() < until, "no pause within 40 s: {events}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    srv.wait_state(&id, Some("paused"), 10).await;
+    let kinds: Vec<String> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    let failed = kinds
+        .iter()
+        .filter(|k| *k == "sandbox.lifecycle.pause_failed")
+        .count();
+    assert_eq!(failed, 4, "{kinds:?}");
+    let last = events.as_array().unwrap().last().unwrap();
+    assert_eq!(last["type"], "sandbox.lifecycle.paused", "{events}");
+    assert_eq!(last["eventData"]["fallback"], "filesystem", "{events}");
+    // Connect starts it afresh with its files.
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            &format!("/sandboxes/{id}/connect"),
+            Some(json!({"timeout": 60})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (_, out, _) = srv.run(&id, &token, "cat /home/user/notes").await;
+    assert_eq!(out, "kept\n");
+}
