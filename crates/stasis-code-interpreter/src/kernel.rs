@@ -583,6 +583,11 @@ impl Kernel {
         };
         let (mut idle, mut replied) = (false, false);
         let mut stderr = String::new();
+        // A failed reply without details (tslab prints its errors): the error is read
+        // from stderr once the kernel is idle, because the shell socket's reply can
+        // arrive before the stderr output on the iopub socket (no order between the two;
+        // on iopub, output always comes before idle).
+        let mut error_on_stderr = false;
         let mut reply_by = Instant::now();
         let mut quiet_until = Instant::now() + KEEPALIVE;
         while !(idle && replied) {
@@ -614,13 +619,15 @@ impl Kernel {
                         if let JupyterMessageContent::ExecuteReply(r) = &m.content {
                             replied = true;
                             if r.status != ReplyStatus::Ok && done.error.is_none() {
-                                let (n, v, tb) = match &r.error {
-                                    Some(e) => (e.ename.clone(), e.evalue.clone(), e.traceback.clone()),
-                                    // Kernels that only print the error (tslab): read it back.
-                                    None => error_from_stderr(&stderr),
-                                };
-                                done.error = Some(n.clone());
-                                line = Some(Line::error(&n, &v, &tb));
+                                match &r.error {
+                                    Some(e) => {
+                                        done.error = Some(e.ename.clone());
+                                        line = Some(Line::error(&e.ename, &e.evalue, &e.traceback));
+                                    }
+                                    // Kernels that only print the error (tslab): read it
+                                    // back once idle (see `error_on_stderr`).
+                                    None => error_on_stderr = true,
+                                }
                             }
                         }
                     }
@@ -644,7 +651,13 @@ impl Kernel {
                     }
                 }
             }
-            if let Some(l) = line {
+            let mut lines: Vec<Line> = line.into_iter().collect();
+            if error_on_stderr && idle && replied && done.error.is_none() {
+                let (n, v, tb) = error_from_stderr(&stderr);
+                done.error = Some(n.clone());
+                lines.push(Line::error(&n, &v, &tb));
+            }
+            for l in lines {
                 quiet_until = Instant::now() + KEEPALIVE;
                 if let Some(tx) = client {
                     if tx.send(l).await.is_err() && !done.interrupted {
