@@ -126,7 +126,13 @@ impl Cgroups {
     /// Creates the ops group of `id` (and its parent) if missing.
     pub fn ensure_ops(&self, id: &SandboxId) -> Result<PathBuf, Cause> {
         let dir = self.ops(id);
-        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        // The parent may be removed between its mkdir and ours by `remove_all` of the
+        // data dir's last other sandbox: then make both again.
+        let mut made = fs::create_dir_all(&dir);
+        if matches!(&made, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            made = fs::create_dir_all(&dir);
+        }
+        made.map_err(io_at(&dir))?;
         Ok(dir)
     }
 
@@ -248,6 +254,9 @@ impl Cgroups {
                 first.get_or_insert(e);
             }
         }
+        // The data dir's own group goes with its last sandbox (it is made again when
+        // needed); while other sandboxes of the dir have groups, rmdir refuses.
+        let _ = fs::remove_dir(&self.ops_root);
         first.map_or(Ok(()), Err)
     }
 
@@ -279,6 +288,22 @@ pub(crate) fn procs(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Sends SIGKILL to every process of the group at `dir` (`cgroup.kill`, and to each of
+/// `members` where that is not available), without waiting.
+pub(crate) fn sigkill_all(dir: &Path, members: &[u32]) {
+    let killed = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.kill"))
+        .and_then(|mut f| f.write_all(b"1"));
+    if killed.is_err() {
+        for pid in members {
+            if let Some(p) = rustix::process::Pid::from_raw(*pid as i32) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::Kill);
+            }
+        }
+    }
+}
+
 /// Kills every process of the group at `dir` (`cgroup.kill`, else SIGKILL to each) and
 /// waits until it is empty. `after_kill` runs after each round (to thaw frozen tasks).
 fn kill_group(dir: &Path, within: Duration, after_kill: impl Fn()) -> Result<(), Cause> {
@@ -286,23 +311,12 @@ fn kill_group(dir: &Path, within: Duration, after_kill: impl Fn()) -> Result<(),
         return Ok(());
     }
     let deadline = Instant::now() + within;
-    let kill_file = dir.join("cgroup.kill");
     loop {
         let left = procs(dir);
         if left.is_empty() {
             return Ok(());
         }
-        let killed = fs::OpenOptions::new()
-            .write(true)
-            .open(&kill_file)
-            .and_then(|mut f| f.write_all(b"1"));
-        if killed.is_err() {
-            for pid in &left {
-                if let Some(p) = rustix::process::Pid::from_raw(*pid as i32) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::Kill);
-                }
-            }
-        }
+        sigkill_all(dir, &left);
         after_kill();
         if Instant::now() >= deadline {
             return Err(Cause::Invalid(format!(

@@ -89,12 +89,7 @@ fn kill_everything(pid: u32, cgroup: Option<&Path>) {
         let _ = kill_process(p, Signal::Kill);
     }
     if let Some(dir) = cgroup {
-        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-        for p in crate::cgroup::procs(dir) {
-            if let Some(p) = Pid::from_raw(p as i32) {
-                let _ = kill_process(p, Signal::Kill);
-            }
-        }
+        crate::cgroup::sigkill_all(dir, &crate::cgroup::procs(dir));
     }
 }
 

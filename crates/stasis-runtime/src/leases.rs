@@ -61,20 +61,8 @@ impl LeasePool {
 
     /// The pool's lock, held for a read-then-replace or read-then-remove of a lease.
     fn lock(&self) -> Result<fs::File, Cause> {
-        use rustix::fs::{flock, FlockOperation};
         fs::create_dir_all(&self.dir).map_err(Cause::io(&self.dir))?;
-        let path = self.dir.join(".lock");
-        let f = fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Cause::io(&path))?;
-        flock(&f, FlockOperation::LockExclusive).map_err(|e| Cause::Sys {
-            what: format!("flock {}", path.display()),
-            source: e.into(),
-        })?;
-        Ok(f)
+        hold_lock(&self.dir.join(".lock"))
     }
 
     /// Takes the lease `key` for `owner`. True if it is now held by `owner`.
@@ -148,6 +136,23 @@ impl LeasePool {
         }
         Ok(None)
     }
+}
+
+/// Takes the host-wide `flock` at `path` (creating the file), waiting for another
+/// holder; it is held until the returned file is dropped.
+pub(crate) fn hold_lock(path: &Path) -> Result<fs::File, Cause> {
+    use rustix::fs::{flock, FlockOperation};
+    let f = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(Cause::io(path))?;
+    flock(&f, FlockOperation::LockExclusive).map_err(|e| Cause::Sys {
+        what: format!("flock {}", path.display()),
+        source: e.into(),
+    })?;
+    Ok(f)
 }
 
 /// The default host-wide leases directory.

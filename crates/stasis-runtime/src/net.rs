@@ -232,21 +232,9 @@ pub(crate) fn ensure_host_network(cfg: &NetworkConfig) -> Result<(), Cause> {
 
 /// Holds `/run/stasis/net-{bridge}.lock` until dropped (waits for another holder).
 fn lock_host_network(bridge: &str) -> Result<fs::File, Cause> {
-    use rustix::fs::{flock, FlockOperation};
     let dir = Path::new("/run/stasis");
     fs::create_dir_all(dir).map_err(Cause::io(dir))?;
-    let path = dir.join(format!("net-{bridge}.lock"));
-    let f = fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(Cause::io(&path))?;
-    flock(&f, FlockOperation::LockExclusive).map_err(|e| Cause::Sys {
-        what: format!("flock {}", path.display()),
-        source: e.into(),
-    })?;
-    Ok(f)
+    crate::leases::hold_lock(&dir.join(format!("net-{bridge}.lock")))
 }
 
 /// Destinations no sandbox may reach, whatever its policy (an `allow_out` entry cannot

@@ -260,17 +260,20 @@ struct Handle {
     /// When the sandbox's processes last started running (create or resume), for CPU
     /// usage percentages.
     since_ms: AtomicU64,
-    /// Set when a kill aborted the operation in progress: its failure is the kill's doing,
-    /// and its requester is told the sandbox is gone.
-    aborted: std::sync::atomic::AtomicBool,
-    /// Cancelled with `aborted`: waits of the operation in progress that are not the
-    /// runtime's (the agent's health after a restore) end at once.
+    /// Cancelled when a kill aborts the operation in progress (a new one per operation):
+    /// its waits that are not the runtime's (the agent's health after a restore) end at
+    /// once, and its failure, the kill's doing, is answered "the sandbox is gone".
     abort: Mutex<CancellationToken>,
 }
 
 impl Handle {
     fn entry(&self) -> Entry {
         self.entry.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The abort token of the operation in progress.
+    fn abort_token(&self) -> CancellationToken {
+        self.abort.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn drop_connections(&self) {
@@ -461,7 +464,6 @@ impl Supervisor {
             activity: Arc::new(Activity::new(deadline, entry.timeout_ms)),
             cancel: Mutex::new(CancellationToken::new()),
             since_ms: AtomicU64::new(now_ms()),
-            aborted: std::sync::atomic::AtomicBool::new(false),
             abort: Mutex::new(CancellationToken::new()),
             entry: RwLock::new(entry.clone()),
         });
@@ -842,15 +844,13 @@ async fn while_taking_requests<T>(
     queue: &mut VecDeque<Command>,
 ) -> T {
     tokio::pin!(op);
-    let mut aborted = false;
     loop {
         tokio::select! {
             r = &mut op => return r,
             Some(c) = rx.recv() => {
-                if c.ask() == Ask::Kill && !aborted {
-                    aborted = true;
-                    handle.aborted.store(true, Ordering::SeqCst);
-                    handle.abort.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+                let abort = handle.abort_token();
+                if c.ask() == Ask::Kill && !abort.is_cancelled() {
+                    abort.cancel();
                     warn!("kill requested during an operation; aborting it");
                     let rt = runtime.clone();
                     let id = id.clone();
@@ -949,7 +949,6 @@ impl Owner {
                     &mut queue,
                 )
                 .await;
-                self.handle.aborted.store(false, Ordering::SeqCst);
                 *self.handle.abort.lock().unwrap_or_else(|p| p.into_inner()) =
                     CancellationToken::new();
             }
@@ -1052,7 +1051,7 @@ impl Owner {
     /// The failure of an operation that a kill aborted is reported as "killed".
     fn unless_aborted<T>(&self, r: Result<T, SupError>) -> Result<T, SupError> {
         match r {
-            Err(_) if self.handle.aborted.load(Ordering::SeqCst) => {
+            Err(_) if self.handle.abort_token().is_cancelled() => {
                 Err(SupError::Gone(self.id.clone()))
             }
             r => r,
@@ -1341,12 +1340,7 @@ impl Owner {
         let entry = self.set_phase(Phase::Resuming)?;
         let rt = self.inner().runtime.clone();
         let id = self.id.clone();
-        let abort = self
-            .handle
-            .abort
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let abort = self.handle.abort_token();
         let resumed = async {
             let info = blocking(move || rt.resume(&id)).await?;
             let healthy = self
@@ -1389,7 +1383,7 @@ impl Owner {
                 // so that the catalog and the runtime agree.
                 let rt = self.inner().runtime.clone();
                 let id = self.id.clone();
-                let killing = self.handle.aborted.load(Ordering::SeqCst);
+                let killing = self.handle.abort_token().is_cancelled();
                 if let Ok(info) = blocking(move || rt.info(&id)).await {
                     // (Not when a kill is waiting: it removes the sandbox anyway.)
                     if matches!(info.state, SandboxState::Running { .. }) && !killing {

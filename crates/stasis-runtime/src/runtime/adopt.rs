@@ -136,7 +136,7 @@ impl RuncRuntime {
                     let _ = self.unmount_root(p);
                 }
                 if let Some((g, _)) = self.latest_snapshot(p) {
-                    self.remove_spent_keep_cache(p, g);
+                    self.remove_spent(p, g);
                 }
             }
             None => {
@@ -156,15 +156,6 @@ impl RuncRuntime {
             }
         }
         Ok(())
-    }
-
-    /// Like `remove_spent`, but keeps the hash cache.
-    fn remove_spent_keep_cache(&self, p: &SandboxPaths, keep: u64) {
-        for (g, dir) in self.complete_snapshots(p) {
-            if g != keep {
-                let _ = remove_dir_all_if_exists(&dir);
-            }
-        }
     }
 
     /// Removes what only an operation in progress uses: partial generations (putting

@@ -508,10 +508,8 @@ impl RuncRuntime {
     }
 
     /// Refuses, before anything is frozen, a sandbox holding state CRIU cannot save.
-    fn preflight(&self, id: &SandboxId) -> Result<()> {
-        let Some(pid) = self.container_pid(id)? else {
-            return Ok(());
-        };
+    /// `pid` is its PID 1 on the host.
+    fn preflight(&self, id: &SandboxId, pid: u32) -> Result<()> {
         let freezer = if oci::cgroup2_dir(id).is_some() {
             crate::preflight::Freezer::CgroupV2
         } else {

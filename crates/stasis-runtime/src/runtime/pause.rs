@@ -40,8 +40,9 @@ impl RuncRuntime {
     ) -> Result<SnapshotInfo> {
         let id = rec.spec.id.clone();
         let id = &id;
+        // The sandbox's PID 1 while it runs.
         let live = match self.runc.state(id.as_str()).at(id, Step::Checkpoint)? {
-            Some(s) if s.status == "running" => true,
+            Some(s) if s.status == "running" => Some(s.pid as u32),
             Some(s) if s.status == "paused" => {
                 return Err(RuntimeError::InvalidState {
                     id: id.clone(),
@@ -56,18 +57,19 @@ impl RuncRuntime {
                     action: "pause",
                 })
             }
-            _ => false,
+            _ => None,
         };
-        if !live && mode == PauseMode::Full {
-            return Err(RuntimeError::InvalidState {
-                id: id.clone(),
-                state: "stopped",
-                action: "pause with memory",
-            });
-        }
         if mode == PauseMode::Full {
-            self.preflight(id)?;
+            let Some(pid) = live else {
+                return Err(RuntimeError::InvalidState {
+                    id: id.clone(),
+                    state: "stopped",
+                    action: "pause with memory",
+                });
+            };
+            self.preflight(id, pid)?;
         }
+        let live = live.is_some();
         let generation = rec.next_generation;
         rec.op = Some(Op::Pause { generation, mode });
         write_json_durable(&p.record, &*rec).at(id, Step::Checkpoint)?;
@@ -244,11 +246,12 @@ impl RuncRuntime {
             let _ = remove_dir_all_if_exists(&d);
         }
         self.remove_spent(p, generation);
+        // `generation`'s manifest replaces the hash cache.
+        let _ = fs::remove_file(&p.tree_cache);
         Ok(())
     }
 
-    /// Removes every snapshot generation but `keep` (and the hash cache, which `keep`'s
-    /// manifest replaces).
+    /// Removes every complete snapshot generation but `keep`.
     pub(super) fn remove_spent(&self, p: &SandboxPaths, keep: u64) {
         for (g, dir) in self.complete_snapshots(p) {
             if g != keep {
@@ -257,6 +260,5 @@ impl RuncRuntime {
                 }
             }
         }
-        let _ = fs::remove_file(&p.tree_cache);
     }
 }
