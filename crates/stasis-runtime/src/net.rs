@@ -936,7 +936,7 @@ pub(crate) fn unlock_criu_network(init_pid: u32) -> Result<(), Cause> {
     let inside = |args: &[&str]| {
         let mut c = Command::new("nsenter");
         c.arg(&ns).args(args);
-        cmd::run(c)
+        cmd::run_limited(c, cmd::Limits::within(std::time::Duration::from_secs(30)))
     };
     for tool in ["iptables", "ip6tables"] {
         if inside(&[tool, "-w", "-S", "CRIU"]).is_err() {

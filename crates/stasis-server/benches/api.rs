@@ -24,18 +24,37 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 fn runc(root: &Path, args: &[&str]) {
-    let ok = Command::new("/usr/sbin/runc")
+    let out = Command::new("/usr/sbin/runc")
         .arg("--root")
         .arg(root)
         .args(["--criu", "/usr/local/sbin/criu"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "runc {args:?}");
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        // CRIU's own account, from the work dir it was given.
+        let log = args
+            .windows(2)
+            .find(|w| w[0] == "--work-path")
+            .map(|w| {
+                Path::new(w[1]).join(if args[0] == "restore" {
+                    "restore.log"
+                } else {
+                    "dump.log"
+                })
+            })
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("Error")).collect();
+        panic!(
+            "runc {args:?}: {}\nCRIU: {}",
+            String::from_utf8_lossy(&out.stderr),
+            errors.join("\n")
+        );
+    }
 }
 
 async fn health(srv: &TestServer, id: &str, token: &str) {
